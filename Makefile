@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine:  `make serve`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED_DIR ?= $(abspath ../shared)
+MODEL_DIR ?= $(SHARED_DIR)/models/sentiment-minilm-sst2
+export SHARED_DIR MODEL_DIR
+
+.PHONY: serve test lint bench install system-deps
+
+## serve: run Redis + predictor + transformer locally (Ctrl-C stops all)
+serve: install
+	$(VENV)/bin/honcho -f Procfile start
+
+## test: run the whole test suite (unit, real-process integration, manifests, lint)
+test: install
+	$(VENV)/bin/ruff check predictor transformer tests bench
+	$(PY) -m pytest
+
+## bench: run every benchmark under bench/ (not part of the tests)
+bench: install
+	$(PY) -m bench.run_all
+
+install: system-deps $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# CPU torch first, so nothing below can pull a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[predictor,transformer,dev]'
+	touch $@
+
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server; }

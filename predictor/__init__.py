@@ -1,0 +1,1 @@
+"""Sentiment predictor: a KServe model serving a Hugging Face sequence classifier."""

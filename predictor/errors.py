@@ -1,0 +1,91 @@
+"""The service's error family, shared by the predictor and the transformer.
+
+Every client-visible failure is one of these types. Each carries its HTTP status and
+its gRPC code, so the mapping lives here and nowhere else: the REST handler reads
+``http_status`` and KServe's gRPC interceptor reads ``status_code`` (these classes are
+``grpc_interceptor`` exceptions, which the interceptor passes through unchanged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from grpc import StatusCode
+from grpc_interceptor.exceptions import GrpcException
+
+
+class ServiceError(GrpcException):
+    """Base of all errors the services report to clients."""
+
+    http_status = 500
+    status_code = StatusCode.INTERNAL
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
+        super().__init__(details=message)
+        self.message = message
+        self.headers = headers or {}
+
+    # KServe's REST handlers and logs read `.reason`; keep both spellings truthful.
+    @property
+    def reason(self) -> str:
+        return self.message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadInput(ServiceError):
+    """The request is malformed or has the wrong types/shapes."""
+
+    http_status = 400
+    status_code = StatusCode.INVALID_ARGUMENT
+
+
+class TooLarge(ServiceError):
+    """The request exceeds a configured size limit."""
+
+    http_status = 413
+    status_code = StatusCode.INVALID_ARGUMENT
+
+
+class Overloaded(ServiceError):
+    """The server's queue is full; the client should retry later."""
+
+    http_status = 429
+    status_code = StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class Unavailable(ServiceError):
+    """Not ready yet, or the predictor could not be reached before the deadline."""
+
+    http_status = 503
+    status_code = StatusCode.UNAVAILABLE
+
+
+class UpstreamFailed(ServiceError):
+    """The predictor answered with a server error."""
+
+    http_status = 502
+    status_code = StatusCode.UNAVAILABLE
+
+
+def error_for_status(status: int, message: str) -> ServiceError:
+    """Rebuild the error a peer reported with `status`, so it passes through unchanged."""
+    for cls in (BadInput, TooLarge, Overloaded, Unavailable):
+        if cls.http_status == status:
+            return cls(message)
+    if 400 <= status < 500:
+        error = BadInput(message)
+        error.http_status = status
+        return error
+    return UpstreamFailed(message)
+
+
+async def service_error_handler(_: Request, exc: Any) -> JSONResponse:
+    """FastAPI handler: the error's own status, its message under "error"."""
+    return JSONResponse(status_code=exc.http_status, content={"error": exc.message}, headers=exc.headers)

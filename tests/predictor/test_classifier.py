@@ -1,0 +1,72 @@
+"""Unit tests of the inference core on a tiny random model (no shared files needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from predictor.classifier import SentimentClassifier, fingerprint
+from tests.predictor.tiny_model import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_dir):
+    return SentimentClassifier(tiny_dir)
+
+
+def test_labels_come_from_id2label(classifier):
+    assert classifier.labels == ["NEG", "NEUTRAL", "POS"]
+
+
+def test_probabilities_are_a_softmax(classifier):
+    probs = classifier.predict(["i love this movie", "the plot was boring", "unknownword"])
+    assert probs.shape == (3, 3)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert (probs > 0).all()
+
+
+def test_batched_equals_one_at_a_time(classifier):
+    texts = ["great", "the film was terrible and the acting was bad", "i hate this boring plot", "fun"]
+    batched = classifier.predict(texts)
+    single = np.concatenate([classifier.predict([t]) for t in texts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_truncates_to_max_length(tiny_dir):
+    short = SentimentClassifier(tiny_dir, max_length=5)
+    [enc] = short.encode(["the movie was great fun and the plot was good"])
+    assert len(enc.ids) == 5
+    # Only the first tokens matter once truncated.
+    np.testing.assert_allclose(short.predict(["the movie was great fun and more"]),
+                               short.predict(["the movie was great plot plot plot"]), atol=1e-6)
+
+
+def test_max_length_is_capped_by_the_model(tiny_dir):
+    assert SentimentClassifier(tiny_dir, max_length=10_000).max_length == 64
+
+
+def test_int8_runtime_is_close_to_fp32(tiny_dir, classifier):
+    int8 = SentimentClassifier(tiny_dir, runtime="torch-int8")
+    texts = ["i love this movie", "terrible acting", "the plot"]
+    np.testing.assert_allclose(int8.predict(texts), classifier.predict(texts), atol=0.05)
+    assert int8.version.endswith("-torch-int8") and classifier.version.endswith("-torch")
+    assert int8.version.split("-")[0] == classifier.version.split("-")[0]
+
+
+def test_fingerprint_changes_with_the_model(tmp_path, tiny_dir):
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    assert fingerprint(tiny_dir) == fingerprint(tiny_dir)
+    assert fingerprint(other) != fingerprint(tiny_dir)
+
+
+def test_rejects_unknown_runtime_and_missing_dir(tmp_path, tiny_dir):
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        SentimentClassifier(tiny_dir, runtime="tpu")
+    with pytest.raises(FileNotFoundError, match=r"config\.json missing"):
+        SentimentClassifier(tmp_path)

@@ -1,0 +1,218 @@
+"""The predictor as a real process, called over v1 REST, v2 REST and v2 gRPC."""
+
+from __future__ import annotations
+
+import csv
+import threading
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+POSITIVE = "I love this movie"
+NEGATIVE = "This was a terrible waste of time"
+TEXTS = [POSITIVE, NEGATIVE, "The plot was fine, I guess.", "An absolute masterpiece of modern cinema!",
+         "Boring, predictable and far too long."]
+
+
+def v1(predictor, body, **kw) -> httpx.Response:
+    return httpx.post(f"{predictor.url}/v1/models/sentiment:predict", json=body, timeout=60, **kw)
+
+
+def v2(predictor, inputs) -> httpx.Response:
+    return httpx.post(f"{predictor.url}/v2/models/sentiment/infer", json={"inputs": inputs}, timeout=60)
+
+
+def v1_probs(predictor, texts) -> np.ndarray:
+    """v1 predictions re-ordered into id2label order, as an array [N, 2]."""
+    r = v1(predictor, {"instances": texts})
+    assert r.status_code == 200, r.text
+    rows = r.json()["predictions"]
+    return np.array([[next(p["score"] for p in row if p["label"] == lab) for lab in ("NEGATIVE", "POSITIVE")]
+                     for row in rows])
+
+
+def grpc_infer(predictor, texts, datatype="BYTES"):
+    client = grpcclient.InferenceServerClient(predictor.grpc_target)
+    tensor = grpcclient.InferInput("text", [len(texts)], datatype)
+    tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+    return client.infer("sentiment", [tensor])
+
+
+def test_obvious_sentences_get_the_obvious_label(predictor):
+    r = v1(predictor, {"instances": [POSITIVE, NEGATIVE]})
+    assert r.status_code == 200
+    pos, neg = r.json()["predictions"]
+    assert pos[0]["label"] == "POSITIVE" and pos[0]["score"] > 0.9
+    assert neg[0]["label"] == "NEGATIVE" and neg[0]["score"] > 0.9
+
+
+def test_v1_lists_all_labels_sorted_by_score_summing_to_one(predictor):
+    for row in v1(predictor, {"instances": TEXTS}).json()["predictions"]:
+        assert {p["label"] for p in row} == {"POSITIVE", "NEGATIVE"}
+        scores = [p["score"] for p in row]
+        assert scores == sorted(scores, reverse=True)
+        assert sum(scores) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_batched_equals_one_at_a_time(predictor):
+    batched = v1_probs(predictor, TEXTS)
+    single = np.concatenate([v1_probs(predictor, [t]) for t in TEXTS])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_concurrent_requests_each_get_their_own_answer(predictor):
+    expected = {t: v1_probs(predictor, [t])[0] for t in TEXTS}
+    results: dict[int, np.ndarray] = {}
+
+    def call(i: int) -> None:
+        results[i] = v1_probs(predictor, [TEXTS[i % len(TEXTS)]])[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, probs in results.items():
+        np.testing.assert_allclose(probs, expected[TEXTS[i % len(TEXTS)]], atol=1e-5)
+    assert len(results) == 40
+
+
+def test_v1_v2_rest_and_grpc_agree(predictor):
+    expected = v1_probs(predictor, TEXTS)
+    r = v2(predictor, [{"name": "text", "datatype": "BYTES", "shape": [len(TEXTS)], "data": TEXTS}])
+    assert r.status_code == 200, r.text
+    outputs = {o["name"]: o for o in r.json()["outputs"]}
+    assert outputs["probabilities"]["shape"] == [len(TEXTS), 2]
+    assert outputs["probabilities"]["datatype"] == "FP32"
+    assert outputs["labels"]["data"] == ["NEGATIVE", "POSITIVE"]
+    rest = np.array(outputs["probabilities"]["data"]).reshape(len(TEXTS), 2)
+    np.testing.assert_allclose(rest, expected, atol=1e-6)
+
+    result = grpc_infer(predictor, TEXTS)
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-6)
+    assert result.as_numpy("labels").tolist() == [b"NEGATIVE", b"POSITIVE"]
+    assert result.get_response().model_version == r.json()["model_version"]
+
+
+def test_v2_accepts_any_single_input_name_and_nx1_shape(predictor):
+    expected = v1_probs(predictor, [POSITIVE, NEGATIVE])
+    r = v2(predictor, [{"name": "sentences", "datatype": "BYTES", "shape": [2, 1], "data": [POSITIVE, NEGATIVE]}])
+    assert r.status_code == 200, r.text
+    probs = np.array(r.json()["outputs"][0]["data"]).reshape(2, 2)
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
+def test_metadata_declares_the_real_tensors(predictor):
+    meta = httpx.get(f"{predictor.url}/v2/models/sentiment").json()
+    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+                               {"name": "labels", "datatype": "BYTES", "shape": [2]}]
+    grpc_meta = grpcclient.InferenceServerClient(predictor.grpc_target).get_model_metadata("sentiment")
+    assert [o.name for o in grpc_meta.outputs] == ["probabilities", "labels"]
+
+
+def test_ready_endpoints(predictor):
+    assert httpx.get(f"{predictor.url}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{predictor.url}/v2/models/sentiment/ready").json()["ready"] is True
+    assert httpx.get(f"{predictor.url}/v1/models/sentiment").json() == {"name": "sentiment", "ready": True}
+    assert grpcclient.InferenceServerClient(predictor.grpc_target).is_model_ready("sentiment")
+
+
+V1_BAD = [
+    ({}, 400, "'instances' is required"),
+    ({"instances": []}, 400, "'instances' must contain at least one string"),
+    ({"instances": "text"}, 400, "'instances' must be a list of strings, got str"),
+    ({"instances": None}, 400, "'instances' is required"),
+    ({"instances": ["ok", 3]}, 400, "'instances[1]' must be a string, got int"),
+    ({"instances": ["ok", None]}, 400, "'instances[1]' must be a string, got null"),
+    ({"instances": [["nested"]]}, 400, "'instances[0]' must be a string, got list"),
+    ({"instances": ["x"] * 65}, 413, "has 65 items; the limit is 64 per request"),
+    ({"instances": ["x" * 2001]}, 413, "'instances[0]' has 2001 characters; the limit is 2000"),
+    (["not", "an", "object"], 400, "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), V1_BAD)
+def test_v1_bad_input(predictor, body, status, message):
+    r = v1(predictor, body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_v1_malformed_json(predictor):
+    r = httpx.post(f"{predictor.url}/v1/models/sentiment:predict", content=b'{"instances": [',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert "Unrecognized request format" in r.json()["error"]
+    r = httpx.post(f"{predictor.url}/v1/models/sentiment:predict", content=b"nope",
+                   headers={"content-type": "text/plain"})
+    assert r.status_code == 400
+    assert "not valid JSON" in r.json()["error"]
+
+
+V2_BAD = [
+    ([{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}], 400, "must have datatype BYTES, got FP32"),
+    ([{"name": "text", "datatype": "BYTES", "shape": [3], "data": ["a"]}], 400, "does not match its shape [3]"),
+    ([{"name": "text", "datatype": "BYTES", "shape": [1, 2], "data": ["a", "b"]}], 400, "must have shape [N]"),
+    ([{"name": "text", "datatype": "BYTES", "shape": [0], "data": []}], 400, "must contain at least one string"),
+    ([{"name": "a", "datatype": "BYTES", "shape": [1], "data": ["x"]},
+      {"name": "b", "datatype": "BYTES", "shape": [1], "data": ["y"]}], 400, "send exactly one, or one named 'text'"),
+    ([{"name": "text", "datatype": "BYTES", "shape": [65], "data": ["x"] * 65}], 413, "the limit is 64"),
+    ([], 400, "request has no inputs"),
+]
+
+
+@pytest.mark.parametrize(("inputs", "status", "message"), V2_BAD)
+def test_v2_bad_input(predictor, inputs, status, message):
+    r = v2(predictor, inputs)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_grpc_bad_input_maps_to_invalid_argument(predictor):
+    with pytest.raises(InferenceServerException) as err:
+        grpc_infer(predictor, ["x" * 2001])
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "the limit is 2000" in err.value.message()
+    client = grpcclient.InferenceServerClient(predictor.grpc_target)
+    tensor = grpcclient.InferInput("text", [1], "FP32")
+    tensor.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="must have datatype BYTES"):
+        client.infer("sentiment", [tensor])
+
+
+def test_forward_pass_does_not_block_health_checks(predictor):
+    """While a maximal request is being computed, the event loop still answers health checks."""
+    done = threading.Event()
+
+    def heavy() -> None:
+        v1(predictor, {"instances": ["a long sentence about a film " * 60] * 64})
+        done.set()
+
+    thread = threading.Thread(target=heavy)
+    thread.start()
+    answered_while_busy = 0
+    while not done.is_set():
+        r = httpx.get(f"{predictor.url}/v2/health/live", timeout=5)
+        assert r.status_code == 200
+        answered_while_busy += not done.is_set()
+    thread.join()
+    assert answered_while_busy >= 1
+
+
+def test_sst2_dev_accuracy(predictor, shared_dir):
+    with (shared_dir / "data" / "sst2" / "dev.tsv").open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert len(rows) == 872
+    correct = 0
+    for start in range(0, len(rows), 64):
+        chunk = rows[start : start + 64]
+        r = v1(predictor, {"instances": [row["sentence"] for row in chunk]})
+        assert r.status_code == 200
+        for row, pred in zip(chunk, r.json()["predictions"], strict=True):
+            correct += (pred[0]["label"] == "POSITIVE") == (row["label"] == "1")
+    accuracy = correct / len(rows)
+    assert accuracy >= 0.85, accuracy

@@ -1,0 +1,176 @@
+"""Real server processes for tests and benchmarks: free ports, readiness deadlines, clean stops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared")).resolve()
+MODEL_DIR = SHARED / "models" / "sentiment-minilm-sst2"
+LOG_DIR = Path(os.environ.get("TEST_LOG_DIR", "/tmp/sentiment-test-logs"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None,
+               log: Path | None = None) -> None:
+    """Poll `check` until it returns True or `timeout` seconds pass (monotonic clock)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail}")
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.05)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"{what} not ready after {timeout}s\n{tail}")
+
+
+class ServerProcess:
+    """A child process with its own log file; `stop` terminates it and its children."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None):
+        self.name = name
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ServerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+        return self
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float = 120) -> ServerProcess:
+        wait_until(check, timeout, self.name, self.proc, self.log_path)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if not self.alive:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def http_ready(url: str) -> Callable[[], bool]:
+    return lambda: httpx.get(url, timeout=1).status_code == 200
+
+
+class RedisServer(ServerProcess):
+    """A throwaway redis-server on a free port, no persistence."""
+
+    def __init__(self, port: int | None = None, password: str | None = None):
+        self.port = port or free_port()
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found; install it (apt-get install -y redis-server)")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if password:
+            args += ["--requirepass", password]
+        self.password = password
+        super().__init__(f"redis-{self.port}", args)
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        super().start()
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1)
+        self.wait_ready(lambda: bool(client.ping()), timeout=20)
+        client.close()
+        return self
+
+
+class PredictorProcess(ServerProcess):
+    """`python -m predictor` on free HTTP and gRPC ports."""
+
+    def __init__(self, model_dir: Path = MODEL_DIR, extra: list[str] | None = None, model_name: str = "sentiment",
+                 http_port: int | None = None, grpc_port: int | None = None):
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.model_name = model_name
+        args = [sys.executable, "-m", "predictor", "--model_name", model_name, "--model_dir", str(model_dir),
+                "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
+                "--enable_latency_logging", "false", *(extra or [])]
+        super().__init__(f"predictor-{self.http_port}", args)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, wait: bool = True) -> PredictorProcess:
+        super().start()
+        if wait:
+            self.wait_ready(http_ready(f"{self.url}/v2/models/{self.model_name}/ready"), timeout=180)
+        return self
+
+
+class TransformerProcess(ServerProcess):
+    """`python -m transformer` on free ports, pointed at a predictor and a Redis."""
+
+    def __init__(self, predictor_host: str, redis_url: str, protocol: str = "v2", extra: list[str] | None = None,
+                 env: dict[str, str] | None = None, model_name: str = "sentiment"):
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.model_name = model_name
+        args = [sys.executable, "-m", "transformer", "--model_name", model_name,
+                "--predictor_host", predictor_host, "--predictor_protocol", protocol, "--redis_url", redis_url,
+                "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
+                "--enable_latency_logging", "false", *(extra or [])]
+        super().__init__(f"transformer-{self.http_port}", args, env)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> TransformerProcess:
+        super().start()
+        self.wait_ready(http_ready(f"{self.url}/v2/models/{self.model_name}/ready"), timeout=60)
+        return self

@@ -1,0 +1,1 @@
+"""Sentiment transformer: a Redis-caching KServe transformer in front of the predictor."""
