@@ -1,0 +1,43 @@
+"""Small httpx helpers shared by the transformer tests."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import redis
+
+LABELS = ("NEGATIVE", "POSITIVE")
+
+
+def rows_to_probs(rows: list[list[dict]]) -> np.ndarray:
+    """[[{"label", "score"}, ...], ...] -> array [N, 2] in (NEGATIVE, POSITIVE) order."""
+    return np.array([[next(p["score"] for p in row if p["label"] == lab) for lab in LABELS] for row in rows])
+
+
+def seed_predict(server, texts: list[str], field: str = "text") -> np.ndarray:
+    r = httpx.post(f"{server.url}/v1/models/sentiment:predict", json={field: texts}, timeout=90)
+    assert r.status_code == 200, r.text
+    return rows_to_probs(r.json()["predictions"])
+
+
+def predictor_probs(predictor, texts: list[str]) -> np.ndarray:
+    return seed_predict(predictor, texts, field="instances")
+
+
+def metric(server, name: str) -> float:
+    """Sum of a Prometheus sample family on the server's /metrics (0 if absent)."""
+    total = 0.0
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            sample, value = line.rsplit(" ", 1)
+            if sample == name or sample.startswith(name + "{"):
+                total += float(value)
+    return total
+
+
+def keys_in(redis_server, namespace: str) -> list[bytes]:
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, password=redis_server.password)
+    try:
+        return sorted(client.scan_iter(match=f"{namespace}:*", count=1000))
+    finally:
+        client.close()

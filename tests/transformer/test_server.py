@@ -1,0 +1,155 @@
+"""The transformer as a real process between real clients, a real predictor and a real redis-server."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from tests.processes import PredictorProcess, TransformerProcess
+from tests.transformer.clients import keys_in, metric, predictor_probs, rows_to_probs, seed_predict
+
+TEXTS = ["I love this movie", "This was a terrible waste of time", "Mediocre at best.",
+         "A warm, funny and moving film.", "I love this movie"]
+
+
+@pytest.fixture(scope="module")
+def transformer(predictor, redis_server):
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    proc = TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis_server.url,
+                              extra=["--cache_namespace", namespace]).start()
+    proc.namespace = namespace
+    yield proc
+    proc.stop()
+
+
+def test_every_format_matches_the_predictor(transformer, predictor):
+    expected = predictor_probs(predictor, TEXTS)
+    np.testing.assert_allclose(seed_predict(transformer, TEXTS, "text"), expected, atol=1e-6)
+    np.testing.assert_allclose(seed_predict(transformer, TEXTS, "instances"), expected, atol=1e-6)
+
+    r = httpx.post(f"{transformer.url}/bulk-predict", json={"text": TEXTS})
+    assert r.status_code == 200
+    body = r.json()
+    assert isinstance(body, list) and len(body) == len(TEXTS)
+    assert [p["label"] for p in body[0]] == ["POSITIVE", "NEGATIVE"]  # highest score first
+    np.testing.assert_allclose(rows_to_probs(body), expected, atol=1e-6)
+
+    r = httpx.post(f"{transformer.url}/v2/models/sentiment/infer", json={"inputs": [
+        {"name": "text", "datatype": "BYTES", "shape": [len(TEXTS)], "data": TEXTS}]})
+    assert r.status_code == 200, r.text
+    outputs = {o["name"]: o for o in r.json()["outputs"]}
+    assert outputs["labels"]["data"] == ["NEGATIVE", "POSITIVE"]
+    np.testing.assert_allclose(np.array(outputs["probabilities"]["data"]).reshape(-1, 2), expected, atol=1e-6)
+    assert r.json()["model_version"].endswith("-torch")
+
+    client = grpcclient.InferenceServerClient(transformer.grpc_target)
+    tensor = grpcclient.InferInput("text", [len(TEXTS)], "BYTES")
+    tensor.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=np.object_))
+    result = client.infer("sentiment", [tensor])
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-6)
+    assert result.as_numpy("labels").tolist() == [b"NEGATIVE", b"POSITIVE"]
+
+
+def test_health_routes(transformer):
+    assert httpx.get(f"{transformer.url}/health").json() == {"status": "healthy"}
+    assert httpx.get(f"{transformer.url}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{transformer.url}/v1/models/sentiment").json() == {"name": "sentiment", "ready": True}
+
+
+def test_mixed_hits_misses_and_duplicates(transformer, predictor, redis_server):
+    first = [f"first batch sentence {uuid.uuid4().hex}", f"another good one {uuid.uuid4().hex}"]
+    seed_predict(transformer, first)
+    hits = metric(transformer, "sentiment_cache_hits_total")
+    misses = metric(transformer, "sentiment_cache_misses_total")
+    new = f"a brand new sentence {uuid.uuid4().hex}"
+    texts = [new, first[1], new, first[0], first[1]]
+    np.testing.assert_allclose(seed_predict(transformer, texts), predictor_probs(predictor, texts), atol=1e-6)
+    assert metric(transformer, "sentiment_cache_hits_total") - hits == 2  # distinct cached texts
+    assert metric(transformer, "sentiment_cache_misses_total") - misses == 1  # `new`, once
+    assert len(keys_in(redis_server, transformer.namespace)) >= 3
+
+
+def test_metrics_are_exposed(transformer):
+    seed_predict(transformer, ["metrics please"])
+    text = httpx.get(f"{transformer.url}/metrics").text
+    for name in ("sentiment_cache_hits_total", "sentiment_cache_misses_total", "sentiment_cache_errors_total",
+                 "sentiment_redis_latency_seconds_bucket", "sentiment_predictor_latency_seconds_bucket",
+                 "request_predict_seconds"):
+        assert name in text, name
+
+
+BAD = [
+    ({"text": "not a list"}, 400, "'text' must be a list of strings, got str"),
+    ({"text": []}, 400, "'text' must contain at least one string"),
+    ({"text": ["ok", 5]}, 400, "'text[1]' must be a string, got int"),
+    ({"text": [None]}, 400, "'text[0]' must be a string, got null"),
+    ({"texts": ["typo"]}, 400, "request must have 'text'"),
+    ({"text": ["a"], "instances": ["b"]}, 400, "not both"),
+    ({"text": ["x"] * 257}, 413, "has 257 items; the limit is 256 per request"),
+    ({"text": ["x" * 10_001]}, 413, "'text[0]' has 10001 characters; the limit is 10000"),
+    (["a"], 400, "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("route", ["/v1/models/sentiment:predict", "/bulk-predict"])
+@pytest.mark.parametrize(("body", "status", "message"), BAD)
+def test_bad_input_is_4xx_and_writes_nothing(transformer, redis_server, route, body, status, message):
+    before = keys_in(redis_server, transformer.namespace)
+    r = httpx.post(f"{transformer.url}{route}", json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert keys_in(redis_server, transformer.namespace) == before
+
+
+@pytest.mark.parametrize("route", ["/v1/models/sentiment:predict", "/bulk-predict"])
+def test_malformed_json_is_400(transformer, route):
+    r = httpx.post(f"{transformer.url}{route}", content=b'{"text": [', headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert "JSON" in r.json()["error"] or "Unrecognized request format" in r.json()["error"]
+
+
+def test_predictor_4xx_passes_through_and_is_not_cached(transformer, redis_server):
+    # The session predictor allows 2000 characters; the transformer allows 10000.
+    before = keys_in(redis_server, transformer.namespace)
+    r = httpx.post(f"{transformer.url}/v1/models/sentiment:predict", json={"text": ["y" * 3000]})
+    assert r.status_code == 413
+    assert r.json()["error"] == "predictor: 'text[0]' has 3000 characters; the limit is 2000"
+    assert keys_in(redis_server, transformer.namespace) == before
+
+
+@pytest.mark.parametrize("protocol", ["v1", "grpc-v2"])
+def test_other_predictor_protocols_give_the_same_answers(predictor, redis_server, protocol):
+    host = f"127.0.0.1:{predictor.grpc_port if protocol == 'grpc-v2' else predictor.http_port}"
+    proc = TransformerProcess(host, redis_server.url, protocol=protocol,
+                              extra=["--cache_namespace", f"p-{uuid.uuid4().hex[:8]}"]).start()
+    try:
+        expected = predictor_probs(predictor, TEXTS)
+        np.testing.assert_allclose(seed_predict(proc, TEXTS), expected, atol=1e-6)
+        np.testing.assert_allclose(seed_predict(proc, TEXTS), expected, atol=1e-6)  # now from the cache
+        r = httpx.post(f"{proc.url}/v1/models/sentiment:predict", json={"text": ["z" * 3000]})
+        assert r.status_code in (400, 413) and "the limit is 2000" in r.json()["error"]
+    finally:
+        proc.stop()
+
+
+def test_cached_answers_survive_the_predictor_going_away(model_dir, redis_server):
+    predictor = PredictorProcess(model_dir).start()
+    transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis_server.url,
+                                     extra=["--cache_namespace", f"c-{uuid.uuid4().hex[:8]}",
+                                            "--predictor_deadline_s", "1"]).start()
+    try:
+        texts = ["Cache me if you can", "Utterly dreadful"]
+        first = seed_predict(transformer, texts)
+        predictor.stop()
+        np.testing.assert_allclose(seed_predict(transformer, texts), first, atol=0)
+        np.testing.assert_allclose(seed_predict(transformer, texts[::-1]), first[::-1], atol=0)
+        r = httpx.post(f"{transformer.url}/v1/models/sentiment:predict", json={"text": ["not cached yet"]})
+        assert r.status_code == 503
+        assert "not reachable within 1s" in r.json()["error"]
+    finally:
+        transformer.stop()
+        predictor.stop()

@@ -1,0 +1,54 @@
+"""`python -m transformer`: parse settings, wire cache and predictor client, start kserve.ModelServer."""
+
+from __future__ import annotations
+
+import sys
+
+import kserve
+from fastapi import Request
+from fastapi.responses import ORJSONResponse
+from kserve import model_server
+
+from predictor.errors import ServiceError, service_error_handler
+from predictor.protocol import labelled
+
+from .cache import RedisPredictionCache
+from .caching import CachedClassifier
+from .keys import CacheKeys
+from .model import SentimentTransformer
+from .predictor_client import PredictorClient
+from .settings import build_parser, settings_from
+from .shapes import texts_from_json
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser(model_server.parser).parse_args(argv if argv is not None else sys.argv[1:])
+    s = settings_from(args)
+    cache = RedisPredictionCache(
+        s.redis_url, s.cache_ttl_s, socket_timeout_s=s.redis_socket_timeout_s,
+        connect_timeout_s=s.redis_connect_timeout_s, health_check_interval_s=s.redis_health_check_interval_s,
+        password=s.redis_password)
+    client = PredictorClient(s.predictor_host, s.model_name, s.predictor_protocol, s.predictor_use_ssl,
+                             deadline_s=s.predictor_deadline_s, attempt_timeout_s=s.predictor_timeout_s)
+    classifier = CachedClassifier(cache, client, CacheKeys(s.cache_namespace, s.model_name), s.model_fingerprint)
+    model = SentimentTransformer(s, classifier)
+
+    app = model_server.app
+
+    @app.post("/bulk-predict")
+    async def bulk_predict(request: Request) -> ORJSONResponse:
+        """The original API: `{"text": [...]}` -> a bare list of label/score lists."""
+        answer = await classifier.classify(texts_from_json(await request.body(), s.limits))
+        return ORJSONResponse(labelled(answer.probs, answer.labels))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """The original liveness route; Redis and the predictor are not required to be up."""
+        return {"status": "healthy"}
+
+    app.add_exception_handler(ServiceError, service_error_handler)
+    kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1).start([model])
+
+
+if __name__ == "__main__":
+    main()

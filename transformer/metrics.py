@@ -1,0 +1,14 @@
+"""Prometheus metrics of the transformer, served on KServe's /metrics next to its own."""
+
+from prometheus_client import Counter, Histogram
+
+CACHE_HITS = Counter("sentiment_cache_hits_total", "Texts answered from the cache.")
+CACHE_MISSES = Counter("sentiment_cache_misses_total", "Texts sent to the predictor.")
+CACHE_ERRORS = Counter("sentiment_cache_errors_total",
+                       "Cache operations that failed (get, set) or were skipped while Redis was failing.", ["op"])
+REDIS_LATENCY = Histogram("sentiment_redis_latency_seconds", "Latency of successful Redis round trips.", ["op"],
+                          buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25))
+PREDICTOR_LATENCY = Histogram("sentiment_predictor_latency_seconds",
+                              "Latency of predictor calls, retries included.",
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+PREDICTOR_ERRORS = Counter("sentiment_predictor_errors_total", "Failed predictor attempts by kind.", ["kind"])

@@ -1,0 +1,168 @@
+"""Calls the predictor over v1, v2 REST or v2 gRPC, waiting out cold starts up to a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+import httpx
+import numpy as np
+import orjson
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+
+from predictor.errors import BadInput, Overloaded, Unavailable, UpstreamFailed, error_for_status
+from predictor.protocol import LABELS_OUTPUT, PROBABILITIES_OUTPUT, TEXT_INPUT
+
+from . import metrics
+from .shapes import Predictions
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("v1", "v2", "grpc-v2")
+
+
+class _Retryable(Exception):
+    """The predictor is not there yet (connection refused, 503 while starting): try again."""
+
+
+class PredictorClient:
+    """One client per transformer process; `predict` retries only what is safe to retry."""
+
+    def __init__(self, host: str, model_name: str, protocol: str = "v2", use_ssl: bool = False,
+                 deadline_s: float = 60, attempt_timeout_s: float = 30, max_connections: int = 100):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"predictor protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.host = host
+        self.model_name = model_name
+        self.protocol = protocol
+        self.deadline_s = deadline_s
+        self.attempt_timeout_s = attempt_timeout_s
+        scheme = "https" if use_ssl else "http"
+        self._http = httpx.AsyncClient(
+            base_url=f"{scheme}://{host}", timeout=httpx.Timeout(attempt_timeout_s, connect=5),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+        self._channel: grpc.aio.Channel | None = None
+        self._use_ssl = use_ssl
+
+    async def close(self) -> None:
+        await self._http.aclose()
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def predict(self, texts: list[str]) -> Predictions:
+        """Probabilities for `texts`; raises a ServiceError the client can act on."""
+        start = time.monotonic()
+        deadline = start + self.deadline_s
+        pause = 0.05
+        try:
+            while True:
+                try:
+                    return await self._attempt(texts)
+                except _Retryable as exc:
+                    metrics.PREDICTOR_ERRORS.labels(kind="unreachable").inc()
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise Unavailable(
+                            f"predictor at {self.host} not reachable within {self.deadline_s:g}s "
+                            f"(last error: {exc}); retry later") from None
+                    log.info("predictor not reachable yet (%s); retrying in %.2fs", exc, min(pause, remaining))
+                    await asyncio.sleep(min(pause, remaining))
+                    pause = min(pause * 2, 2.0)
+        finally:
+            metrics.PREDICTOR_LATENCY.observe(time.monotonic() - start)
+
+    async def _attempt(self, texts: list[str]) -> Predictions:
+        if self.protocol == "grpc-v2":
+            return await self._grpc(texts)
+        if self.protocol == "v1":
+            response = await self._post(f"/v1/models/{self.model_name}:predict", {"instances": texts})
+            return _from_v1(response, len(texts))
+        body = {"inputs": [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
+        response = await self._post(f"/v2/models/{self.model_name}/infer", body)
+        return _from_v2(InferResponse.from_rest(response), len(texts))
+
+    async def _post(self, path: str, body: dict) -> dict:
+        try:
+            r = await self._http.post(path, content=orjson.dumps(body), headers={"content-type": "application/json"})
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            # Nothing was processed: the connection failed or closed before any answer.
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+        except httpx.TimeoutException:
+            metrics.PREDICTOR_ERRORS.labels(kind="timeout").inc()
+            raise Unavailable(f"predictor at {self.host} did not answer within {self.attempt_timeout_s:g}s") from None
+        if r.status_code == 200:
+            try:
+                return orjson.loads(r.content)
+            except orjson.JSONDecodeError:
+                raise UpstreamFailed("predictor returned a body that is not JSON") from None
+        message = _error_message(r)
+        if r.status_code in (502, 503, 504):
+            # Knative's activator/queue-proxy, or a predictor still loading its model.
+            raise _Retryable(f"HTTP {r.status_code}: {message}")
+        metrics.PREDICTOR_ERRORS.labels(kind=f"http_{r.status_code}").inc()
+        error = error_for_status(r.status_code, f"predictor: {message}")
+        if isinstance(error, Overloaded) and "retry-after" in r.headers:
+            error.headers["Retry-After"] = r.headers["retry-after"]
+        raise error
+
+    async def _grpc(self, texts: list[str]) -> Predictions:
+        if self._channel is None:
+            options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+            self._channel = (grpc.aio.secure_channel(self.host, grpc.ssl_channel_credentials(), options)
+                             if self._use_ssl else grpc.aio.insecure_channel(self.host, options))
+        stub = GRPCInferenceServiceStub(self._channel)
+        request = InferRequest(self.model_name, [InferInput(TEXT_INPUT, [len(texts)], "BYTES", texts)]).to_grpc()
+        try:
+            response: pb.ModelInferResponse = await stub.ModelInfer(request, timeout=self.attempt_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise _Retryable(f"gRPC UNAVAILABLE: {details}") from None
+            metrics.PREDICTOR_ERRORS.labels(kind=f"grpc_{code.name.lower()}").inc()
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise BadInput(f"predictor: {details}") from None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise Overloaded(f"predictor: {details}") from None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise Unavailable(f"predictor at {self.host} did not answer within "
+                                  f"{self.attempt_timeout_s:g}s") from None
+            raise UpstreamFailed(f"predictor failed: gRPC {code.name}: {details}") from None
+        return _from_v2(InferResponse.from_grpc(response), len(texts))
+
+
+def _from_v1(body: dict, n: int) -> Predictions:
+    try:
+        labels = list(body["labels"])
+        version = str(body["model_version"])
+        probs = np.array([[{p["label"]: p["score"] for p in row}[lab] for lab in labels]
+                          for row in body["predictions"]], dtype=np.float32)
+    except (KeyError, TypeError) as exc:
+        raise UpstreamFailed(f"predictor's v1 response lacks {exc}; it must carry labels and model_version") from None
+    return _checked(probs, labels, version, n)
+
+
+def _from_v2(response: InferResponse, n: int) -> Predictions:
+    outputs = {o.name: o for o in response.outputs}
+    if PROBABILITIES_OUTPUT not in outputs or LABELS_OUTPUT not in outputs:
+        raise UpstreamFailed(f"predictor's v2 response lacks '{PROBABILITIES_OUTPUT}' or '{LABELS_OUTPUT}'")
+    labels = [x.decode() if isinstance(x, bytes) else str(x) for x in outputs[LABELS_OUTPUT].as_numpy().tolist()]
+    probs = outputs[PROBABILITIES_OUTPUT].as_numpy().astype(np.float32).reshape(-1, len(labels))
+    return _checked(probs, labels, response.model_version or "unversioned", n)
+
+
+def _checked(probs: np.ndarray, labels: list[str], version: str, n: int) -> Predictions:
+    if probs.shape != (n, len(labels)):
+        raise UpstreamFailed(f"predictor returned {probs.shape[0]} rows for {n} texts")
+    return Predictions(probs, labels, version)
+
+
+def _error_message(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("error", r.text))
+    except ValueError:
+        return r.text[:500] or r.reason_phrase
+
