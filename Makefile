@@ -24,15 +24,15 @@ bench: install
 
 install: system-deps $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU torch first, so nothing below can pull a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[predictor,transformer,dev]'
+	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[predictor,transformer,dev]'
 	touch $@
 
 system-deps:
-	@command -v redis-server >/dev/null || { \
+	@command -v redis-server >/dev/null && command -v kubectl >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server $$(command -v kubectl >/dev/null || echo kubernetes-client); }

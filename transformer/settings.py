@@ -25,8 +25,8 @@ class TransformerSettings:
     predictor_use_ssl: bool = False
     predictor_deadline_s: float = 60
     """How long to keep retrying an unreachable predictor (cold start) before answering 503."""
-    predictor_timeout_s: float = 30
-    """Timeout of one predictor call once connected."""
+    predictor_timeout_s: float = 120
+    """Timeout of one predictor call once connected (the InferenceService's component timeout)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """redis:// or rediss:// (TLS) URL; a password may be in the URL or in REDIS_PASSWORD."""
     redis_password: str | None = None
@@ -62,9 +62,10 @@ def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--model_fingerprint", default=None, help="env MODEL_FINGERPRINT")
     parser.add_argument("--max_texts", type=int, default=d.limits.max_texts, help="max texts per request")
     parser.add_argument("--max_chars", type=int, default=d.limits.max_chars, help="max characters per text")
+    parser.add_argument("--predictor_request_timeout_seconds", type=int, default=int(d.predictor_timeout_s),
+                        help="timeout of one predictor call once connected")
     if parent is None:
         parser.add_argument("--predictor_use_ssl", action="store_true")
-        parser.add_argument("--predictor_request_timeout_seconds", type=int, default=int(d.predictor_timeout_s))
     return parser
 
 

@@ -1,0 +1,290 @@
+"""Render every kustomize overlay and validate each document, strictly, offline."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.processes import REPO, SHARED
+
+KUBERNETES_VERSION = "1.30"
+OVERLAYS = ["dev", "prod"]
+CORE_KINDS = {"Namespace", "Secret", "Service", "ServiceAccount", "Deployment", "NetworkPolicy",
+              "PodDisruptionBudget"}
+CRD_SCHEMAS = {
+    ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice_v1beta1.json",
+    ("networking.istio.io/v1", "VirtualService"): "virtualservice_v1.json",
+    ("security.istio.io/v1", "AuthorizationPolicy"): "authorizationpolicy_v1.json",
+    ("security.istio.io/v1", "PeerAuthentication"): "peerauthentication_v1.json",
+}
+
+
+def render(overlay: str | Path) -> list[dict]:
+    path = overlay if isinstance(overlay, Path) else REPO / "kserve" / "overlays" / overlay
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl not found: install it (apt-get install -y kubernetes-client)")
+    out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@cache
+def rendered(overlay: str) -> tuple[dict, ...]:
+    return tuple(render(overlay))
+
+
+def strict(schema: dict) -> dict:
+    """Reject unknown fields wherever the structural schema lists its properties."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+                node.setdefault("additionalProperties", False)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    # Some CRD schemas describe only spec/status; every object also has these.
+    schema["properties"].setdefault("apiVersion", {"type": "string"})
+    schema["properties"].setdefault("kind", {"type": "string"})
+    schema["properties"].setdefault("metadata", {"type": "object"})
+    return schema
+
+
+@cache
+def crd_validator(filename: str) -> jsonschema.Draft7Validator:
+    path = SHARED / "schemas" / filename
+    if not path.is_file():
+        pytest.skip(f"CRD schema {path} not found; set SHARED_DIR")
+    return jsonschema.Draft7Validator(strict(json.loads(path.read_text())))
+
+
+def validate(doc: dict) -> None:
+    key = (doc["apiVersion"], doc["kind"])
+    if key in CRD_SCHEMAS:
+        crd_validator(CRD_SCHEMAS[key]).validate(doc)
+    elif doc["kind"] in CORE_KINDS:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    else:
+        raise AssertionError(f"no schema to validate {key}")
+
+
+def find(docs, kind: str, name: str) -> dict:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_document_validates_strictly(overlay):
+    docs = rendered(overlay)
+    kinds = {d["kind"] for d in docs}
+    assert {"InferenceService", "Deployment", "Service", "NetworkPolicy", "ServiceAccount"} <= kinds
+    for doc in docs:
+        validate(doc)
+
+
+@pytest.mark.parametrize(("kind", "mutate"), [
+    ("InferenceService", lambda d: d["spec"]["predictor"].update(minReplica=0)),
+    ("InferenceService", lambda d: d["spec"]["transformer"]["containers"][0].update(imagePullPolcy="Always")),
+    ("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={})),
+    ("NetworkPolicy", lambda d: d["spec"].update(podSelecter={})),
+])
+def test_a_misspelled_field_fails_validation(kind, mutate):
+    doc = copy.deepcopy(next(d for d in rendered("dev") if d["kind"] == kind))
+    validate(doc)
+    mutate(doc)
+    with pytest.raises((jsonschema.ValidationError, kubernetes_validate.ValidationError)):
+        validate(doc)
+
+
+def test_prod_mistyped_istio_field_fails_validation():
+    doc = copy.deepcopy(find(rendered("prod"), "VirtualService", "sentiment-public"))
+    doc["spec"]["http"][0]["retries"]["retryOnn"] = "5xx"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(doc)
+
+
+def isvc(overlay: str) -> dict:
+    return find(rendered(overlay), "InferenceService", "sentiment")
+
+
+def container(component: dict) -> dict:
+    [c] = component["containers"]
+    return c
+
+
+def flags(args: list[str]) -> dict[str, str]:
+    return dict(a.removeprefix("--").split("=", 1) for a in args)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_inference_service_is_serverless_with_both_components(overlay):
+    svc = isvc(overlay)
+    assert svc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    for name in ("predictor", "transformer"):
+        component = svc["spec"][name]
+        assert container(component)["name"] == "kserve-container"
+        assert component["scaleMetric"] == "concurrency"
+        assert component["containerConcurrency"] >= component["scaleTarget"] > 0
+        assert component["maxReplicas"] >= max(component["minReplicas"], 1)
+        assert "autoscaling.knative.dev/scale-to-zero-pod-retention-period" in component["annotations"]
+        assert "autoscaling.knative.dev/min-scale" not in component.get("annotations", {})  # KServe drops it
+
+
+def test_dev_scales_everything_to_zero():
+    svc = isvc("dev")
+    assert svc["spec"]["predictor"]["minReplicas"] == 0
+    assert svc["spec"]["transformer"]["minReplicas"] == 0
+    assert all(d["metadata"].get("namespace") == "sentiment-dev" for d in rendered("dev") if d["kind"] != "Namespace")
+
+
+def test_prod_predictor_scales_to_zero_and_transformer_stays_warm():
+    svc = isvc("prod")
+    assert svc["spec"]["predictor"]["minReplicas"] == 0
+    assert svc["spec"]["transformer"]["minReplicas"] == 1
+
+
+def _help(module: str) -> str:
+    return subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                          check=True, timeout=120).stdout
+
+
+def _dockerfile(name: str) -> str:
+    return (REPO / name).read_text()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_containers_line_up_with_images_flags_and_ports(overlay):
+    svc = isvc(overlay)
+    for component, module in (("predictor", "predictor"), ("transformer", "transformer")):
+        c = container(svc["spec"][component])
+        args = flags(c["args"])
+        dockerfile = _dockerfile(f"Dockerfile.{module}")
+        assert f'ENTRYPOINT ["python", "-m", "{module}"]' in dockerfile
+        assert re.search(r"^EXPOSE 8080 8081$", dockerfile, re.M)
+        assert f"sentiment-{module}:" in c["image"]
+        help_text = _help(module)
+        for flag in args:
+            assert f"--{flag}" in help_text, f"{component}: --{flag} is not a flag of python -m {module}"
+        assert args["http_port"] == "8080" and args["grpc_port"] == "8081"
+        assert c["ports"][0]["containerPort"] == 8080
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"]["port"] == 8080
+        sec = c["securityContext"]
+        assert sec["readOnlyRootFilesystem"] and not sec["allowPrivilegeEscalation"]
+        assert sec["capabilities"]["drop"] == ["ALL"]
+        pod_sec = svc["spec"][component]["securityContext"]
+        assert pod_sec["runAsNonRoot"] and pod_sec["seccompProfile"]["type"] == "RuntimeDefault"
+    predictor = container(svc["spec"]["predictor"])
+    assert flags(predictor["args"])["model_dir"] == "/mnt/models"
+    assert predictor["readinessProbe"]["httpGet"]["path"] == "/v2/models/sentiment/ready"
+    assert next(e for e in predictor["env"] if e["name"] == "STORAGE_URI")["value"].startswith("hf://")
+    transformer = container(svc["spec"]["transformer"])
+    assert flags(transformer["args"])["predictor_protocol"] in ("v1", "v2", "grpc-v2")
+    assert transformer["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
+def _secret_refs(node):
+    """Every (name, key) of a secretKeyRef anywhere in the document."""
+    if isinstance(node, dict):
+        if "secretKeyRef" in node:
+            yield node["secretKeyRef"]["name"], node["secretKeyRef"]["key"]
+        for value in node.values():
+            yield from _secret_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _secret_refs(value)
+
+
+def test_dev_secret_refs_resolve():
+    docs = rendered("dev")
+    refs = {ref for d in docs for ref in _secret_refs(d)}
+    assert refs == {("sentiment-redis", "url"), ("sentiment-redis", "password")}
+    secret = find(docs, "Secret", "sentiment-redis")
+    assert {"url", "password"} <= set(secret["data"])
+
+
+def test_prod_ships_no_secret_but_refers_to_the_documented_one():
+    docs = rendered("prod")
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    assert {name for d in docs for name, _ in _secret_refs(d)} == {"sentiment-redis"}
+    assert "create secret generic sentiment-redis" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policy_admits_only_transformer_pods_to_redis(overlay):
+    docs = rendered(overlay)
+    policy = find(docs, "NetworkPolicy", "sentiment-redis-from-transformer")
+    redis_pod_labels = find(docs, "Deployment", "sentiment-redis")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= redis_pod_labels.items()
+    # The labels KServe puts on the transformer's pods.
+    transformer_pod_labels = {"serving.kserve.io/inferenceservice": "sentiment", "component": "transformer"}
+    predictor_pod_labels = {"serving.kserve.io/inferenceservice": "sentiment", "component": "predictor"}
+    [rule] = policy["spec"]["ingress"]
+    [peer] = rule["from"]
+    selector = peer["podSelector"]["matchLabels"]
+    assert selector.items() <= transformer_pod_labels.items()
+    assert not selector.items() <= predictor_pod_labels.items()
+    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    service = find(docs, "Service", "sentiment-redis")
+    assert service["spec"]["selector"].items() <= redis_pod_labels.items()
+    url = next(d for d in docs if d["kind"] == "Secret")["data"]["url"] if overlay == "dev" else None
+    if url:
+        import base64
+        assert f"//{service['metadata']['name']}:6379/" in base64.b64decode(url).decode()
+
+
+def test_redis_is_a_bounded_cache_with_auth():
+    redis_container = find(rendered("prod"), "Deployment", "sentiment-redis")["spec"]["template"]["spec"][
+        "containers"][0]
+    args = redis_container["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert args[args.index("--appendonly") + 1] == "no"
+    assert redis_container["securityContext"]["readOnlyRootFilesystem"]
+
+
+def test_prod_istio_policies():
+    docs = rendered("prod")
+    assert find(docs, "PeerAuthentication", "default")["spec"]["mtls"]["mode"] == "STRICT"
+    redis_policy = find(docs, "AuthorizationPolicy", "sentiment-redis")
+    sa = isvc("prod")["spec"]["transformer"]["serviceAccountName"]
+    find(docs, "ServiceAccount", sa)
+    principals = redis_policy["spec"]["rules"][0]["from"][0]["source"]["principals"]
+    assert principals == [f"cluster.local/ns/sentiment-prod/sa/{sa}"]
+    vs = find(docs, "VirtualService", "sentiment-public")
+    assert vs["spec"]["http"][0]["rewrite"]["authority"] == "sentiment.sentiment-prod.svc.cluster.local"
+    pdb_selectors = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert {"serving.kserve.io/inferenceservice": "sentiment", "component": "transformer"} in pdb_selectors
+    grpc = find(docs, "InferenceService", "sentiment-grpc")
+    assert container(grpc["spec"]["predictor"])["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+
+
+def test_dockerfiles_pass_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, "Dockerfile.predictor", "Dockerfile.transformer"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_transformer_image_has_no_torch():
+    dockerfile = _dockerfile("Dockerfile.transformer")
+    assert "torch" not in dockerfile.replace("No torch", "")
+    assert '".[transformer]"' in dockerfile
+    assert "download.pytorch.org/whl/cpu" in _dockerfile("Dockerfile.predictor")
