@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from .runtimes import RUNTIMES, load_backend
 
 log = logging.getLogger(__name__)
-
-Runtime = Literal["torch", "torch-int8"]
-RUNTIMES: tuple[str, ...] = ("torch", "torch-int8")
+DEFAULT_ONNX_CACHE = Path(tempfile.gettempdir()) / "sentiment-onnx"
 
 
 @dataclass(frozen=True)
@@ -31,28 +31,24 @@ class SentimentClassifier:
     Not thread-safe: exactly one thread (the batcher's worker) calls `predict_encoded`.
     """
 
-    def __init__(self, model_dir: str | Path, runtime: Runtime = "torch", max_length: int | None = None,
-                 threads: int | None = None):
+    def __init__(self, model_dir: str | Path, runtime: str = "torch", max_length: int | None = None,
+                 threads: int | None = None, onnx_cache_dir: str | Path = DEFAULT_ONNX_CACHE):
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"no Hugging Face model at {self.model_dir} (config.json missing)")
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        if threads:
-            torch.set_num_threads(threads)
+        hf_logging.disable_progress_bar()
         self.runtime = runtime
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
-        model.eval()
-        if runtime == "torch-int8":
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        self.model = model
-        config = model.config
+        config = AutoConfig.from_pretrained(self.model_dir)
         self.labels: list[str] = [config.id2label[i] for i in range(config.num_labels)]
         model_max = min(getattr(config, "max_position_embeddings", 512), self.tokenizer.model_max_length)
         self.max_length = min(max_length, model_max) if max_length else model_max
         self.pad_id = self.tokenizer.pad_token_id or 0
-        self.version = f"{fingerprint(self.model_dir)}-{runtime}"
+        model_hash = fingerprint(self.model_dir)
+        self.version = f"{model_hash}-{runtime}"
+        self._forward = load_backend(runtime, self.model_dir, model_hash, threads, Path(onnx_cache_dir))
 
     def encode(self, texts: list[str]) -> list[Encoded]:
         """Tokenize without padding, truncating each text to `max_length` tokens."""
@@ -68,9 +64,7 @@ class SentimentClassifier:
         for row, e in enumerate(batch):
             ids[row, : len(e.ids)] = e.ids
             mask[row, : len(e.ids)] = 1
-        with torch.inference_mode():
-            logits = self.model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
-            return torch.softmax(logits.float(), dim=-1).numpy()
+        return self._forward(ids, mask)
 
     def predict(self, texts: list[str]) -> np.ndarray:
         """Probabilities for `texts` in one forward pass (no batching queue)."""
@@ -78,9 +72,12 @@ class SentimentClassifier:
 
 
 def fingerprint(model_dir: Path) -> str:
-    """A short hash of every file in the model directory; changes whenever the model does."""
+    """A short hash of the model directory's files; changes whenever the model does.
+
+    A shipped `model.onnx` is left out: it is derived from the weights, not a different model.
+    """
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != "model.onnx"):
         digest.update(str(path.relative_to(model_dir)).encode())
         with path.open("rb") as f:
             while chunk := f.read(1 << 20):

@@ -30,7 +30,7 @@ class SentimentPredictor(Model):
     def load(self) -> bool:
         s = self.settings
         self.classifier = SentimentClassifier(s.model_dir, runtime=s.runtime, max_length=s.max_length,
-                                              threads=s.threads)
+                                              threads=s.threads, onnx_cache_dir=s.onnx_cache_dir)
         # Warm-up at the largest batch so the first real request pays no one-off costs.
         self.classifier.predict(["warm-up sentence for the first forward pass"] * s.max_batch_size)
         self.batcher = BatchQueue(self.classifier, s.max_batch_size, s.max_wait_ms, s.max_queued_texts)

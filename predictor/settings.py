@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .classifier import RUNTIMES
+from .classifier import DEFAULT_ONNX_CACHE, RUNTIMES
 from .inputs import TextLimits
 
 
@@ -20,7 +20,9 @@ class PredictorSettings:
     model_dir: str = "/mnt/models"
     """Hugging Face model directory; KServe's storage initializer fills /mnt/models."""
     runtime: str = "torch"
-    """Inference runtime: torch (fp32) or torch-int8 (dynamic int8 quantization)."""
+    """Inference runtime: torch, torch-int8, onnx or onnx-int8 (see bench/ for their speed and accuracy)."""
+    onnx_cache_dir: str = str(DEFAULT_ONNX_CACHE)
+    """Where ONNX exports are kept, one folder per model fingerprint."""
     max_length: int | None = None
     """Truncate inputs to this many tokens (default: the model's maximum)."""
     threads: int | None = None
@@ -45,6 +47,7 @@ def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--model_name", default=d.model_name, help="model name on the endpoint paths")
     parser.add_argument("--model_dir", default=None, help="model directory (env MODEL_DIR, default /mnt/models)")
     parser.add_argument("--runtime", choices=RUNTIMES, default=None, help="env PREDICTOR_RUNTIME, default torch")
+    parser.add_argument("--onnx_cache_dir", default=None, help=f"env ONNX_CACHE_DIR, default {d.onnx_cache_dir}")
     parser.add_argument("--max_length", type=int, default=None, help="max tokens per text")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (env PREDICTOR_THREADS)")
     parser.add_argument("--max_batch_size", type=int, default=d.max_batch_size)
@@ -64,6 +67,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         model_name=args.model_name,
         model_dir=args.model_dir or env.get("MODEL_DIR") or PredictorSettings.model_dir,
         runtime=args.runtime or env.get("PREDICTOR_RUNTIME") or PredictorSettings.runtime,
+        onnx_cache_dir=args.onnx_cache_dir or env.get("ONNX_CACHE_DIR") or PredictorSettings.onnx_cache_dir,
         max_length=args.max_length,
         threads=threads,
         max_batch_size=args.max_batch_size,

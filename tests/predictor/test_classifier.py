@@ -59,6 +59,41 @@ def test_int8_runtime_is_close_to_fp32(tiny_dir, classifier):
     assert int8.version.split("-")[0] == classifier.version.split("-")[0]
 
 
+@pytest.mark.parametrize(("runtime", "tolerance"), [("onnx", 1e-5), ("onnx-int8", 0.05)])
+def test_onnx_runtimes_agree_with_torch(tmp_path, tiny_dir, classifier, runtime, tolerance):
+    fast = SentimentClassifier(tiny_dir, runtime=runtime, onnx_cache_dir=tmp_path)
+    texts = ["i love this movie", "terrible acting and a boring plot", "the", "fun fun fun great film"]
+    np.testing.assert_allclose(fast.predict(texts), classifier.predict(texts), atol=tolerance)
+    assert fast.labels == classifier.labels
+    assert fast.version == classifier.version.replace("-torch", f"-{runtime}")
+
+
+def test_onnx_export_is_cached_per_fingerprint(tmp_path, tiny_dir):
+    SentimentClassifier(tiny_dir, runtime="onnx-int8", onnx_cache_dir=tmp_path)
+    [folder] = tmp_path.iterdir()
+    assert folder.name == fingerprint(tiny_dir)
+    files = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert set(files) == {"model.onnx", "model-int8-per-channel.onnx"}
+    SentimentClassifier(tiny_dir, runtime="onnx-int8", onnx_cache_dir=tmp_path)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == files  # not exported again
+
+
+def test_shipped_onnx_model_is_used_and_not_part_of_the_fingerprint(tmp_path, tiny_dir):
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_dir, model_dir)
+    before = fingerprint(model_dir)
+    SentimentClassifier(model_dir, runtime="onnx", onnx_cache_dir=tmp_path / "cache")
+    shutil.copy(tmp_path / "cache" / before / "model.onnx", model_dir / "model.onnx")
+    assert fingerprint(model_dir) == before
+    cache = tmp_path / "cache2"
+    shipped = SentimentClassifier(model_dir, runtime="onnx", onnx_cache_dir=cache)
+    assert not cache.exists()  # nothing exported
+    np.testing.assert_allclose(shipped.predict(["great film"]), SentimentClassifier(tiny_dir).predict(["great film"]),
+                               atol=1e-5)
+
+
 def test_fingerprint_changes_with_the_model(tmp_path, tiny_dir):
     other = build_tiny_model(tmp_path / "other", seed=1)
     assert fingerprint(tiny_dir) == fingerprint(tiny_dir)

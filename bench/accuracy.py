@@ -1,0 +1,46 @@
+"""SST-2 dev accuracy of each runtime with the real shared model, and agreement with fp32 torch.
+
+    python -m bench.accuracy
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from bench.common import MINILM_DIR, SHARED, table, write_result
+from predictor.classifier import RUNTIMES, SentimentClassifier
+
+
+def dev_set() -> tuple[list[str], np.ndarray]:
+    with (SHARED / "data" / "sst2" / "dev.tsv").open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["sentence"] for r in rows], np.array([int(r["label"]) for r in rows])
+
+
+def probabilities(runtime: str, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    classifier = SentimentClassifier(MINILM_DIR, runtime=runtime)
+    probs = np.concatenate([classifier.predict(texts[i:i + 32]) for i in range(0, len(texts), 32)])
+    return probs, classifier.labels
+
+
+def run() -> list[dict]:
+    texts, gold = dev_set()
+    reference, labels = probabilities("torch", texts)
+    positive = labels.index("POSITIVE")
+    rows = []
+    for runtime in RUNTIMES:
+        probs = reference if runtime == "torch" else probabilities(runtime, texts)[0]
+        predicted = probs.argmax(axis=1)
+        rows.append({"runtime": runtime, "accuracy": float(((predicted == positive) == (gold == 1)).mean()),
+                     "label_agreement_with_torch": float((predicted == reference.argmax(axis=1)).mean()),
+                     "max_abs_prob_diff": float(np.abs(probs - reference).max()),
+                     "mean_abs_prob_diff": float(np.abs(probs - reference).mean())})
+    print(table(rows, list(rows[0])))
+    write_result("accuracy", {"model": "sentiment-minilm-sst2", "sentences": len(texts), "rows": rows})
+    return rows
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,28 @@
+// The original system's load test: 10 virtual users, 95% of requests hit the cache.
+// Sentences: HOT (already cached) and COLD (made unique per request, so always a miss).
+import http from 'k6/http';
+import { check } from 'k6';
+
+export const options = {
+  vus: Number(__ENV.VUS || 10),
+  duration: __ENV.DURATION || '60s',
+  summaryTrendStats: ['avg', 'min', 'med', 'p(95)', 'p(99)', 'max'],
+};
+
+const HOT = JSON.parse(open(__ENV.HOT_FILE));
+const COLD = JSON.parse(open(__ENV.COLD_FILE));
+const HIT_RATIO = Number(__ENV.HIT_RATIO || 0.95);
+const URL = __ENV.URL;
+const PARAMS = { headers: { 'Content-Type': 'application/json' }, tags: { name: 'predict' } };
+
+export default function () {
+  const hit = Math.random() < HIT_RATIO;
+  const text = hit
+    ? HOT[Math.floor(Math.random() * HOT.length)]
+    : `${COLD[Math.floor(Math.random() * COLD.length)]} (${__VU}-${__ITER})`;
+  const res = http.post(URL, JSON.stringify({ text: [text] }), PARAMS);
+  check(res, {
+    'status 200': (r) => r.status === 200,
+    'two labels': (r) => r.status === 200 && JSON.parse(r.body).predictions[0].length === 2,
+  });
+}

@@ -1,0 +1,60 @@
+"""Served predictor throughput vs concurrency, side by side with raw offline throughput and a
+naive server (same stack, one forward pass per request: --max_batch_size 1).
+
+    python -m bench.served [--model distilbert|minilm] [--runtime torch] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from bench.common import MINILM_DIR, SENTENCE, distilbert_dir, hey, table, write_result
+from bench.raw_model import throughput
+from predictor.classifier import SentimentClassifier
+from tests.processes import PredictorProcess
+
+
+def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
+        concurrencies=(1, 8, 32, 64), max_wait_ms: float = 2.0) -> dict:
+    model_dir = distilbert_dir() if model == "distilbert" else MINILM_DIR
+    classifier = SentimentClassifier(model_dir, runtime=runtime)
+    raw = {b: throughput(classifier, b, len(classifier.encode([SENTENCE])[0].ids), 5) for b in (1, 32)}
+    del classifier
+    print(f"raw offline ({runtime}, {model}): batch 1 {raw[1]:.1f}/s, batch 32 {raw[32]:.1f}/s", flush=True)
+    body = json.dumps({"instances": [SENTENCE]})
+    rows = []
+    servers = {
+        "batching": ["--runtime", runtime, "--max_batch_size", "32", "--max_wait_ms", str(max_wait_ms)],
+        "naive": ["--runtime", runtime, "--max_batch_size", "1", "--max_wait_ms", "0"],
+    }
+    for name, extra in servers.items():
+        server = PredictorProcess(model_dir, extra=extra).start()
+        try:
+            hey(f"{server.url}/v1/models/sentiment:predict", body, 8, 3)  # warm-up
+            for c in concurrencies:
+                result = hey(f"{server.url}/v1/models/sentiment:predict", body, c, seconds)
+                rows.append({"server": name, "concurrency": c, **result})
+                print(table(rows[-1:], ["server", "concurrency", "requests_per_s", "p50_ms", "p99_ms"]),
+                      flush=True)
+        finally:
+            server.stop()
+    at32 = {r["server"]: r["requests_per_s"] for r in rows if r["concurrency"] == 32}
+    summary = {"raw_batch1_seq_per_s": raw[1], "raw_batch32_seq_per_s": raw[32],
+               "served_32_vs_raw_batch32": at32["batching"] / raw[32],
+               "served_32_vs_naive_32": at32["batching"] / at32["naive"]}
+    print(table(rows, ["server", "concurrency", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "statuses"]))
+    print(json.dumps(summary, indent=2))
+    write_result(f"served_{model}_{runtime}", {"model": model, "runtime": runtime, "sentence": SENTENCE,
+                                               "rows": rows, "summary": summary})
+    return summary
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", choices=("distilbert", "minilm"), default="distilbert")
+    parser.add_argument("--runtime", default="torch")
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--max_wait_ms", type=float, default=2.0)
+    args = parser.parse_args()
+    run(args.model, args.runtime, args.seconds, max_wait_ms=args.max_wait_ms)

@@ -1,0 +1,119 @@
+"""Forward-pass backends: torch eager (fp32 or dynamic int8) and ONNX Runtime (fp32 or int8).
+
+Each backend maps padded `input_ids` and `attention_mask` ([batch, width] int64) to softmax
+probabilities [batch, num_labels] float32. ONNX models are exported from the Hugging Face
+directory once and cached under `onnx_cache_dir/<fingerprint>/`; a `model.onnx` shipped inside
+the model directory is used as is (no torch model is loaded at all then).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RUNTIMES: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+
+Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def load_backend(runtime: str, model_dir: Path, fingerprint: str, threads: int | None,
+                 onnx_cache_dir: Path) -> Backend:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime.startswith("torch"):
+        return _torch_backend(model_dir, quantize=runtime == "torch-int8", threads=threads)
+    return _onnx_backend(model_dir, fingerprint, quantize=runtime == "onnx-int8", threads=threads,
+                         cache_dir=onnx_cache_dir)
+
+
+def _torch_model(model_dir: Path):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model.eval()
+    return model
+
+
+def _torch_backend(model_dir: Path, quantize: bool, threads: int | None) -> Backend:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = _torch_model(model_dir)
+    if quantize:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+    def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+            return torch.softmax(logits.float(), dim=-1).numpy()
+
+    return forward
+
+
+def _onnx_backend(model_dir: Path, fingerprint: str, quantize: bool, threads: int | None,
+                  cache_dir: Path) -> Backend:
+    import onnxruntime as ort
+
+    path = onnx_model(model_dir, fingerprint, quantize, cache_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        logits = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0].astype(np.float32)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    return forward
+
+
+def onnx_model(model_dir: Path, fingerprint: str, quantize: bool, cache_dir: Path) -> Path:
+    """Path of the (exported, optionally quantized) ONNX model, creating it once per fingerprint."""
+    shipped = model_dir / "model.onnx"
+    target_dir = cache_dir / fingerprint
+    fp32 = shipped if shipped.is_file() else target_dir / "model.onnx"
+    if not fp32.is_file():
+        _atomic(fp32, lambda tmp: _export(model_dir, tmp))
+    if not quantize:
+        return fp32
+    int8 = target_dir / "model-int8-per-channel.onnx"
+    if not int8.is_file():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # Per-channel weights: on the shared SST-2 model, per-tensor int8 lost 1 point of accuracy,
+        # per-channel none (bench/accuracy.py).
+        _atomic(int8, lambda tmp: quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8,
+                                                   per_channel=True))
+    return int8
+
+
+def _export(model_dir: Path, out: Path) -> None:
+    import torch
+
+    log.info("exporting %s to ONNX (once per model fingerprint)", model_dir)
+    model = _torch_model(model_dir)
+    ids = torch.ones((2, 8), dtype=torch.int64)
+    axes = {0: "batch", 1: "sequence"}
+    torch.onnx.export(model, (ids, torch.ones_like(ids)), str(out), input_names=["input_ids", "attention_mask"],
+                      output_names=["logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}})
+
+
+def _atomic(target: Path, write: Callable[[Path], object]) -> None:
+    """Write via a temporary file and rename, so concurrent processes never read half a model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        tmp_path = Path(tmp) / target.name
+        write(tmp_path)
+        os.replace(tmp_path, target)
