@@ -16,7 +16,7 @@ from bench.stack import local_stack
 
 def run(seconds: int = 15, concurrency: int = 32) -> list[dict]:
     rows = []
-    with local_stack() as (_, predictor, transformer):
+    with local_stack() as (_, _predictor, transformer):
         body = json.dumps({"text": [SENTENCE]})
         r = httpx.post(f"{transformer.url}/v1/models/sentiment:predict", content=body)  # fills the cache
         assert r.status_code == 200, r.text

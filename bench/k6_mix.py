@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import shutil
 import subprocess
@@ -24,8 +25,8 @@ ORIGINAL = {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0}
 
 def sentences(name: str, limit: int) -> list[str]:
     with (SHARED / "data" / "sst2" / name).open() as f:
-        return [row["sentence"] for _, row in zip(range(limit), csv.DictReader(f, delimiter="\t",
-                                                                             quoting=csv.QUOTE_NONE))]
+        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return [row["sentence"] for row in itertools.islice(rows, limit)]
 
 
 def k6_binary() -> str:

@@ -1,5 +1,6 @@
-"""Served predictor throughput vs concurrency, side by side with raw offline throughput and a
-naive server (same stack, one forward pass per request: --max_batch_size 1).
+"""Served predictor throughput vs concurrency, side by side with raw offline throughput and two
+servers without batching (same stack, one forward pass per request: --max_batch_size 1): one with
+the same runtime, and the typical naive server, torch eager fp32.
 
     python -m bench.served [--model distilbert|minilm] [--runtime torch] [--seconds 15]
 """
@@ -26,7 +27,8 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
     rows = []
     servers = {
         "batching": ["--runtime", runtime, "--max_batch_size", "32", "--max_wait_ms", str(max_wait_ms)],
-        "naive": ["--runtime", runtime, "--max_batch_size", "1", "--max_wait_ms", "0"],
+        "no-batching": ["--runtime", runtime, "--max_batch_size", "1", "--max_wait_ms", "0"],
+        "naive-torch": ["--runtime", "torch", "--max_batch_size", "1", "--max_wait_ms", "0"],
     }
     for name, extra in servers.items():
         server = PredictorProcess(model_dir, extra=extra).start()
@@ -42,7 +44,8 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
     at32 = {r["server"]: r["requests_per_s"] for r in rows if r["concurrency"] == 32}
     summary = {"raw_batch1_seq_per_s": raw[1], "raw_batch32_seq_per_s": raw[32],
                "served_32_vs_raw_batch32": at32["batching"] / raw[32],
-               "served_32_vs_naive_32": at32["batching"] / at32["naive"]}
+               "served_32_vs_no_batching_same_runtime_32": at32["batching"] / at32["no-batching"],
+               "served_32_vs_naive_torch_32": at32["batching"] / at32["naive-torch"]}
     print(table(rows, ["server", "concurrency", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "statuses"]))
     print(json.dumps(summary, indent=2))
     write_result(f"served_{model}_{runtime}", {"model": model, "runtime": runtime, "sentence": SENTENCE,

@@ -12,7 +12,7 @@ import numpy as np
 from transformers import AutoConfig, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .runtimes import RUNTIMES, load_backend
+from .runtimes import ONNX_FP32, ONNX_INT8, RUNTIMES, load_backend
 
 log = logging.getLogger(__name__)
 DEFAULT_ONNX_CACHE = Path(tempfile.gettempdir()) / "sentiment-onnx"
@@ -74,10 +74,10 @@ class SentimentClassifier:
 def fingerprint(model_dir: Path) -> str:
     """A short hash of the model directory's files; changes whenever the model does.
 
-    A shipped `model.onnx` is left out: it is derived from the weights, not a different model.
+    Shipped ONNX exports are left out: they are derived from the weights, not a different model.
     """
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != "model.onnx"):
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name not in (ONNX_FP32, ONNX_INT8)):
         digest.update(str(path.relative_to(model_dir)).encode())
         with path.open("rb") as f:
             while chunk := f.read(1 << 20):

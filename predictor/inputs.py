@@ -19,6 +19,8 @@ class TextLimits:
     """Most texts accepted in one request."""
     max_chars: int = 10_000
     """Most characters accepted in one text."""
+    max_body_bytes: int = 4 << 20
+    """Largest request body accepted, in bytes."""
 
 
 def check_texts(value: Any, field: str, limits: TextLimits) -> list[str]:

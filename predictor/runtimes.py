@@ -3,7 +3,8 @@
 Each backend maps padded `input_ids` and `attention_mask` ([batch, width] int64) to softmax
 probabilities [batch, num_labels] float32. ONNX models are exported from the Hugging Face
 directory once and cached under `onnx_cache_dir/<fingerprint>/`; a `model.onnx` shipped inside
-the model directory is used as is (no torch model is loaded at all then).
+the model directory is used as is (no torch model is loaded at all then), and so is a shipped
+`model-int8-per-channel.onnx`; `python -m predictor.export MODEL_DIR` writes both.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 RUNTIMES: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+ONNX_FP32 = "model.onnx"
+ONNX_INT8 = "model-int8-per-channel.onnx"
 
 Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -80,14 +83,15 @@ def _onnx_backend(model_dir: Path, fingerprint: str, quantize: bool, threads: in
 
 def onnx_model(model_dir: Path, fingerprint: str, quantize: bool, cache_dir: Path) -> Path:
     """Path of the (exported, optionally quantized) ONNX model, creating it once per fingerprint."""
-    shipped = model_dir / "model.onnx"
     target_dir = cache_dir / fingerprint
-    fp32 = shipped if shipped.is_file() else target_dir / "model.onnx"
+    if quantize and (model_dir / ONNX_INT8).is_file():
+        return model_dir / ONNX_INT8
+    fp32 = model_dir / ONNX_FP32 if (model_dir / ONNX_FP32).is_file() else target_dir / ONNX_FP32
     if not fp32.is_file():
         _atomic(fp32, lambda tmp: _export(model_dir, tmp))
     if not quantize:
         return fp32
-    int8 = target_dir / "model-int8-per-channel.onnx"
+    int8 = target_dir / ONNX_INT8
     if not int8.is_file():
         from onnxruntime.quantization import QuantType, quantize_dynamic
 

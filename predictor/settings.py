@@ -19,7 +19,7 @@ class PredictorSettings:
     """Name on the endpoint paths (/v1/models/NAME:predict, /v2/models/NAME/infer)."""
     model_dir: str = "/mnt/models"
     """Hugging Face model directory; KServe's storage initializer fills /mnt/models."""
-    runtime: str = "torch"
+    runtime: str = "onnx"
     """Inference runtime: torch, torch-int8, onnx or onnx-int8 (see bench/ for their speed and accuracy)."""
     onnx_cache_dir: str = str(DEFAULT_ONNX_CACHE)
     """Where ONNX exports are kept, one folder per model fingerprint."""
@@ -46,7 +46,7 @@ def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.Argu
     d = PredictorSettings()
     parser.add_argument("--model_name", default=d.model_name, help="model name on the endpoint paths")
     parser.add_argument("--model_dir", default=None, help="model directory (env MODEL_DIR, default /mnt/models)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default=None, help="env PREDICTOR_RUNTIME, default torch")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None, help="env PREDICTOR_RUNTIME, default onnx")
     parser.add_argument("--onnx_cache_dir", default=None, help=f"env ONNX_CACHE_DIR, default {d.onnx_cache_dir}")
     parser.add_argument("--max_length", type=int, default=None, help="max tokens per text")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (env PREDICTOR_THREADS)")

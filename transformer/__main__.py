@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 
 import kserve
-from fastapi import Request
-from fastapi.responses import ORJSONResponse
+import uvloop
 from kserve import model_server
 
 from predictor.errors import ServiceError, service_error_handler
@@ -14,6 +15,7 @@ from predictor.protocol import labelled
 
 from .cache import RedisPredictionCache
 from .caching import CachedClassifier
+from .fast_routes import FastJsonRoutes
 from .keys import CacheKeys
 from .model import SentimentTransformer
 from .predictor_client import PredictorClient
@@ -33,13 +35,17 @@ def main(argv: list[str] | None = None) -> None:
     classifier = CachedClassifier(cache, client, CacheKeys(s.cache_namespace, s.model_name), s.model_fingerprint)
     model = SentimentTransformer(s, classifier)
 
-    app = model_server.app
+    async def v1_predict(body: bytes) -> dict:
+        """Seed `{"text": [...]}` or v1 `{"instances": [...]}` -> `{"predictions": [...]}`."""
+        answer = await classifier.classify(texts_from_json(body, s.limits))
+        return {"predictions": labelled(answer.probs, answer.labels)}
 
-    @app.post("/bulk-predict")
-    async def bulk_predict(request: Request) -> ORJSONResponse:
+    async def bulk_predict(body: bytes) -> list:
         """The original API: `{"text": [...]}` -> a bare list of label/score lists."""
-        answer = await classifier.classify(texts_from_json(await request.body(), s.limits))
-        return ORJSONResponse(labelled(answer.probs, answer.labels))
+        answer = await classifier.classify(texts_from_json(body, s.limits))
+        return labelled(answer.probs, answer.labels)
+
+    app = model_server.app
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -47,7 +53,29 @@ def main(argv: list[str] | None = None) -> None:
         return {"status": "healthy"}
 
     app.add_exception_handler(ServiceError, service_error_handler)
-    kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1).start([model])
+    server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1)
+    quiet_request_logs(s.log_requests)
+    # uvicorn loads the app by import string: put the fast path where it will look.
+    model_server.app = FastJsonRoutes(app, {f"/v1/models/{s.model_name}:predict": v1_predict,
+                                            "/bulk-predict": bulk_predict}, s.limits.max_body_bytes)
+    use_uvloop()
+    server.start([model])
+
+
+def use_uvloop() -> None:
+    """KServe serves from asyncio.run(), which creates its loop from the policy: make that uvloop.
+
+    KServe also asks for the current loop first (to configure it), so give the thread one.
+    """
+    uvloop.install()
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+def quiet_request_logs(log_requests: bool) -> None:
+    """Per-request access and timing lines cost more than a cache hit; the mesh logs requests anyway."""
+    if not log_requests:
+        for name in ("uvicorn.access", "kserve.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ class TransformerSettings:
     model_fingerprint: str | None = None
     """Fingerprint to use for lookups before the predictor has reported its own."""
     limits: TextLimits = field(default_factory=TextLimits)
+    log_requests: bool = False
+    """Write an access-log and a timing line per request (off: they cost more than a cache hit)."""
 
 
 def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -60,8 +62,10 @@ def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--redis_connect_timeout_ms", type=float, default=d.redis_connect_timeout_s * 1000)
     parser.add_argument("--redis_health_check_interval_s", type=float, default=d.redis_health_check_interval_s)
     parser.add_argument("--model_fingerprint", default=None, help="env MODEL_FINGERPRINT")
+    parser.add_argument("--log_requests", action="store_true", help="access and timing log line per request")
     parser.add_argument("--max_texts", type=int, default=d.limits.max_texts, help="max texts per request")
     parser.add_argument("--max_chars", type=int, default=d.limits.max_chars, help="max characters per text")
+    parser.add_argument("--max_body_bytes", type=int, default=d.limits.max_body_bytes, help="max request body size")
     parser.add_argument("--predictor_request_timeout_seconds", type=int, default=int(d.predictor_timeout_s),
                         help="timeout of one predictor call once connected")
     if parent is None:
@@ -88,7 +92,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         redis_connect_timeout_s=args.redis_connect_timeout_ms / 1000,
         redis_health_check_interval_s=args.redis_health_check_interval_s,
         model_fingerprint=args.model_fingerprint or env.get("MODEL_FINGERPRINT") or None,
-        limits=TextLimits(max_texts=args.max_texts, max_chars=args.max_chars),
+        limits=TextLimits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes),
+        log_requests=args.log_requests,
     )
 
 

@@ -94,6 +94,21 @@ def test_shipped_onnx_model_is_used_and_not_part_of_the_fingerprint(tmp_path, ti
                                atol=1e-5)
 
 
+def test_export_command_ships_both_models(tmp_path, tiny_dir, classifier):
+    import shutil
+
+    from predictor.export import main as export
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_dir, model_dir)
+    export([str(model_dir)])
+    assert {"model.onnx", "model-int8-per-channel.onnx"} <= {p.name for p in model_dir.iterdir()}
+    cache = tmp_path / "cache"
+    int8 = SentimentClassifier(model_dir, runtime="onnx-int8", onnx_cache_dir=cache)
+    assert not cache.exists()
+    np.testing.assert_allclose(int8.predict(["great film"]), classifier.predict(["great film"]), atol=0.05)
+
+
 def test_fingerprint_changes_with_the_model(tmp_path, tiny_dir):
     other = build_tiny_model(tmp_path / "other", seed=1)
     assert fingerprint(tiny_dir) == fingerprint(tiny_dir)

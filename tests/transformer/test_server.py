@@ -44,7 +44,7 @@ def test_every_format_matches_the_predictor(transformer, predictor):
     outputs = {o["name"]: o for o in r.json()["outputs"]}
     assert outputs["labels"]["data"] == ["NEGATIVE", "POSITIVE"]
     np.testing.assert_allclose(np.array(outputs["probabilities"]["data"]).reshape(-1, 2), expected, atol=1e-6)
-    assert r.json()["model_version"].endswith("-torch")
+    assert r.json()["model_version"].endswith("-onnx")  # the default runtime
 
     client = grpcclient.InferenceServerClient(transformer.grpc_target)
     tensor = grpcclient.InferInput("text", [len(TEXTS)], "BYTES")
@@ -153,3 +153,18 @@ def test_cached_answers_survive_the_predictor_going_away(model_dir, redis_server
     finally:
         transformer.stop()
         predictor.stop()
+
+
+@pytest.mark.parametrize("route", ["/v1/models/sentiment:predict", "/bulk-predict"])
+def test_oversize_body_is_413_before_it_is_read(transformer, route):
+    r = httpx.post(f"{transformer.url}{route}", content=b"x" * (4 * 1024 * 1024 + 1),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"] == f"request body is {4 * 1024 * 1024 + 1} bytes; the limit is {4 * 1024 * 1024}"
+
+
+def test_other_methods_and_routes_still_reach_kserve(transformer):
+    assert httpx.get(f"{transformer.url}/v1/models/sentiment:predict").status_code in (404, 405)
+    assert httpx.get(f"{transformer.url}/v2/models/sentiment").json()["inputs"][0]["name"] == "text"
+    r = httpx.post(f"{transformer.url}/v1/models/other:predict", json={"text": ["x"]})
+    assert r.status_code == 404 and "other does not exist" in r.json()["error"]
