@@ -7,8 +7,9 @@ import sys
 import kserve
 from kserve import model_server
 
-from .errors import ServiceError, service_error_handler
+from .errors import install_error_handlers
 from .model import SentimentPredictor
+from .serving import BodyLimit, quiet_request_logs, use_uvloop
 from .settings import build_parser, settings_from
 
 
@@ -17,8 +18,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from(args)
     model = SentimentPredictor(settings)
     model.load()
-    model_server.app.add_exception_handler(ServiceError, service_error_handler)
-    kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1).start([model])
+    install_error_handlers(model_server.app)
+    server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1)
+    quiet_request_logs(settings.log_requests)
+    # uvicorn loads the app by import string: put the size limit where it will look.
+    model_server.app = BodyLimit(model_server.app, settings.limits.max_body_bytes)
+    use_uvloop()
+    server.start([model])
 
 
 if __name__ == "__main__":

@@ -89,3 +89,21 @@ def error_for_status(status: int, message: str) -> ServiceError:
 async def service_error_handler(_: Request, exc: Any) -> JSONResponse:
     """FastAPI handler: the error's own status, its message under "error"."""
     return JSONResponse(status_code=exc.http_status, content={"error": exc.message}, headers=exc.headers)
+
+
+async def request_validation_handler(_: Request, exc: Any) -> JSONResponse:
+    """A body that does not fit the v2 schema: 422 naming the fields, never echoing their values.
+
+    (FastAPI's own handler echoes the input and fails on values JSON cannot encode, such as Infinity.)
+    """
+    problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+                         for e in exc.errors()[:5])
+    return JSONResponse(status_code=422, content={"error": f"request does not match the schema: {problems}"})
+
+
+def install_error_handlers(app: Any) -> None:
+    """Map the error family and schema errors to JSON bodies on a FastAPI app (REST side)."""
+    from fastapi.exceptions import RequestValidationError
+
+    app.add_exception_handler(ServiceError, service_error_handler)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)

@@ -70,6 +70,9 @@ def _onnx_backend(model_dir: Path, fingerprint: str, quantize: bool, threads: in
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning worker threads waste the cores that the event loop, Redis and a co-located
+    # transformer need; without spinning, mixed-load tail latency drops (bench/k6_mix.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

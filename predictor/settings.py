@@ -35,6 +35,8 @@ class PredictorSettings:
     """Texts waiting for the model beyond which requests get 429."""
     limits: TextLimits = field(default_factory=TextLimits)
     """Per-request limits on texts."""
+    log_requests: bool = False
+    """Write an access-log and a timing line per request."""
     http_port: int = 8080
     grpc_port: int = 8081
 
@@ -53,8 +55,10 @@ def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--max_batch_size", type=int, default=d.max_batch_size)
     parser.add_argument("--max_wait_ms", type=float, default=d.max_wait_ms)
     parser.add_argument("--max_queued_texts", type=int, default=d.max_queued_texts)
+    parser.add_argument("--log_requests", action="store_true", help="access and timing log line per request")
     parser.add_argument("--max_texts", type=int, default=d.limits.max_texts, help="max texts per request")
     parser.add_argument("--max_chars", type=int, default=d.limits.max_chars, help="max characters per text")
+    parser.add_argument("--max_body_bytes", type=int, default=d.limits.max_body_bytes, help="max request body size")
     if parent is None:
         parser.add_argument("--http_port", type=int, default=d.http_port)
         parser.add_argument("--grpc_port", type=int, default=d.grpc_port)
@@ -73,7 +77,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queued_texts=args.max_queued_texts,
-        limits=TextLimits(max_texts=args.max_texts, max_chars=args.max_chars),
+        limits=TextLimits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes),
+        log_requests=args.log_requests,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
     )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
 
 import kserve
-import uvloop
 from kserve import model_server
 
-from predictor.errors import ServiceError, service_error_handler
+from predictor.errors import install_error_handlers
 from predictor.protocol import labelled
+from predictor.serving import BodyLimit, quiet_request_logs, use_uvloop
 
 from .cache import RedisPredictionCache
 from .caching import CachedClassifier
@@ -32,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         password=s.redis_password)
     client = PredictorClient(s.predictor_host, s.model_name, s.predictor_protocol, s.predictor_use_ssl,
                              deadline_s=s.predictor_deadline_s, attempt_timeout_s=s.predictor_timeout_s)
-    classifier = CachedClassifier(cache, client, CacheKeys(s.cache_namespace, s.model_name), s.model_fingerprint)
+    classifier = CachedClassifier(cache, client, CacheKeys(s.cache_namespace, s.model_name), s.model_fingerprint,
+                                  s.max_inflight)
     model = SentimentTransformer(s, classifier)
 
     async def v1_predict(body: bytes) -> dict:
@@ -52,30 +51,14 @@ def main(argv: list[str] | None = None) -> None:
         """The original liveness route; Redis and the predictor are not required to be up."""
         return {"status": "healthy"}
 
-    app.add_exception_handler(ServiceError, service_error_handler)
+    install_error_handlers(app)
     server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1)
     quiet_request_logs(s.log_requests)
     # uvicorn loads the app by import string: put the fast path where it will look.
-    model_server.app = FastJsonRoutes(app, {f"/v1/models/{s.model_name}:predict": v1_predict,
-                                            "/bulk-predict": bulk_predict}, s.limits.max_body_bytes)
+    fast = FastJsonRoutes(app, {f"/v1/models/{s.model_name}:predict": v1_predict, "/bulk-predict": bulk_predict})
+    model_server.app = BodyLimit(fast, s.limits.max_body_bytes)
     use_uvloop()
     server.start([model])
-
-
-def use_uvloop() -> None:
-    """KServe serves from asyncio.run(), which creates its loop from the policy: make that uvloop.
-
-    KServe also asks for the current loop first (to configure it), so give the thread one.
-    """
-    uvloop.install()
-    asyncio.set_event_loop(asyncio.new_event_loop())
-
-
-def quiet_request_logs(log_requests: bool) -> None:
-    """Per-request access and timing lines cost more than a cache hit; the mesh logs requests anyway."""
-    if not log_requests:
-        for name in ("uvicorn.access", "kserve.trace"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from predictor.errors import Overloaded
+
 from . import metrics
 from .cache import PredictionCache
 from .keys import CacheKeys
@@ -28,14 +30,27 @@ class CachedClassifier:
     """
 
     def __init__(self, cache: PredictionCache, client: Predictor, keys: CacheKeys,
-                 fingerprint: str | None = None):
+                 fingerprint: str | None = None, max_inflight: int = 512):
         self.cache = cache
         self.client = client
         self.keys = keys
         self.fingerprint = fingerprint
         self.labels: list[str] | None = None
+        self.max_inflight = max_inflight
+        self.inflight = 0
 
     async def classify(self, texts: list[str]) -> Predictions:
+        """Probabilities for `texts` in order; Overloaded (429) past `max_inflight` concurrent requests."""
+        if self.inflight >= self.max_inflight:
+            raise Overloaded(f"transformer busy: {self.inflight} requests in flight; the limit is "
+                             f"{self.max_inflight}; retry later")
+        self.inflight += 1
+        try:
+            return await self._classify(texts)
+        finally:
+            self.inflight -= 1
+
+    async def _classify(self, texts: list[str]) -> Predictions:
         unique = list(dict.fromkeys(texts))
         found: dict[str, list[float]] = {}
         fingerprint = self.fingerprint

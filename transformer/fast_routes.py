@@ -3,7 +3,8 @@
 A cache hit costs less than FastAPI's routing, parameter handling and middleware stack, so the
 hot routes (`POST /v1/models/<name>:predict` and `POST /bulk-predict`) are answered here, with
 the same validation and the same error bodies; every other request (v2, metadata, health,
-metrics, docs) goes to KServe's app untouched.
+metrics) goes to KServe's app untouched. Size limits are enforced in front of this
+(`predictor.serving.BodyLimit`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from predictor.errors import ServiceError, TooLarge
+from predictor.errors import BadInput, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,9 @@ JSON = [(b"content-type", b"application/json")]
 class FastJsonRoutes:
     """Wraps an ASGI app; attribute access falls through to it, so KServe can still configure it."""
 
-    def __init__(self, app: Any, routes: dict[str, Handler], max_body_bytes: int):
+    def __init__(self, app: Any, routes: dict[str, Handler]):
         self.app = app
         self.routes = routes
-        self.max_body_bytes = max_body_bytes
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -40,7 +40,7 @@ class FastJsonRoutes:
             return
         headers: list[tuple[bytes, bytes]] = []
         try:
-            body = await read_body(scope, receive, self.max_body_bytes)
+            body = await read_body(receive)
             status, content = 200, orjson.dumps(await handler(body), option=orjson.OPT_SERIALIZE_NUMPY)
         except ServiceError as exc:
             status, content = exc.http_status, orjson.dumps({"error": exc.message})
@@ -53,20 +53,12 @@ class FastJsonRoutes:
         await send({"type": "http.response.body", "body": content})
 
 
-async def read_body(scope, receive, max_bytes: int) -> bytes:
-    """The request body, refusing (413) anything over `max_bytes` before reading it all."""
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
-            raise TooLarge(f"request body is {int(value)} bytes; the limit is {max_bytes}")
-    chunks, size = [], 0
+async def read_body(receive) -> bytes:
+    chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise TooLarge("client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLarge(f"request body exceeds {max_bytes} bytes; the limit is {max_bytes}")
-        chunks.append(chunk)
+            raise BadInput("client disconnected before sending the whole body")
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -88,12 +88,15 @@ class PredictorClient:
     async def _post(self, path: str, body: dict) -> dict:
         try:
             r = await self._http.post(path, content=orjson.dumps(body), headers={"content-type": "application/json"})
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-            # Nothing was processed: the connection failed or closed before any answer.
+        except httpx.ConnectTimeout as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         except httpx.TimeoutException:
             metrics.PREDICTOR_ERRORS.labels(kind="timeout").inc()
             raise Unavailable(f"predictor at {self.host} did not answer within {self.attempt_timeout_s:g}s") from None
+        except httpx.TransportError as exc:
+            # Refused, reset or closed (a predictor starting, or dying mid-request). Predictions
+            # have no side effects, so asking again is safe.
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         if r.status_code == 200:
             try:
                 return orjson.loads(r.content)

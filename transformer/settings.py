@@ -40,6 +40,8 @@ class TransformerSettings:
     model_fingerprint: str | None = None
     """Fingerprint to use for lookups before the predictor has reported its own."""
     limits: TextLimits = field(default_factory=TextLimits)
+    max_inflight: int = 512
+    """Requests being answered at once beyond which new ones get 429."""
     log_requests: bool = False
     """Write an access-log and a timing line per request (off: they cost more than a cache hit)."""
 
@@ -63,6 +65,7 @@ def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--redis_health_check_interval_s", type=float, default=d.redis_health_check_interval_s)
     parser.add_argument("--model_fingerprint", default=None, help="env MODEL_FINGERPRINT")
     parser.add_argument("--log_requests", action="store_true", help="access and timing log line per request")
+    parser.add_argument("--max_inflight", type=int, default=d.max_inflight, help="concurrent requests before 429")
     parser.add_argument("--max_texts", type=int, default=d.limits.max_texts, help="max texts per request")
     parser.add_argument("--max_chars", type=int, default=d.limits.max_chars, help="max characters per text")
     parser.add_argument("--max_body_bytes", type=int, default=d.limits.max_body_bytes, help="max request body size")
@@ -94,6 +97,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         model_fingerprint=args.model_fingerprint or env.get("MODEL_FINGERPRINT") or None,
         limits=TextLimits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes),
         log_requests=args.log_requests,
+        max_inflight=args.max_inflight,
     )
 
 

@@ -11,7 +11,8 @@ from transformers import BertConfig, BertForSequenceClassification, PreTrainedTo
 WORDS = ("the a movie film was is great terrible good bad love hate boring fun plot acting i this").split()
 
 
-def build_tiny_model(path: Path, labels: tuple[str, ...] = ("NEG", "NEUTRAL", "POS"), seed: int = 0) -> Path:
+def build_tiny_model(path: Path, labels: tuple[str, ...] = ("NEG", "NEUTRAL", "POS"), seed: int = 0,
+                     init_range: float = 0.02) -> Path:
     vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -21,7 +22,8 @@ def build_tiny_model(path: Path, labels: tuple[str, ...] = ("NEG", "NEUTRAL", "P
                                    cls_token="[CLS]", sep_token="[SEP]", model_max_length=64)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=len(labels),
-                        id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
+                        id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+                        initializer_range=init_range)
     torch.manual_seed(seed)
     BertForSequenceClassification(config).save_pretrained(path)
     fast.save_pretrained(path)
