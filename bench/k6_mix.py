@@ -36,10 +36,9 @@ def k6_binary() -> str:
     return found
 
 
-def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, predictor_extra: list[str] | None = None) -> dict:
+def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95) -> dict:
     hot, cold = sentences("dev.tsv", 200), sentences("train.tsv", 5000)
-    with local_stack(predictor_extra=predictor_extra) as (_, _predictor, transformer), \
-            tempfile.TemporaryDirectory() as tmp:
+    with local_stack() as (_, _predictor, transformer), tempfile.TemporaryDirectory() as tmp:
         url = f"{transformer.url}/v1/models/sentiment:predict"
         for start in range(0, len(hot), 50):  # warm the cache with the hot set
             assert httpx.post(url, json={"text": hot[start:start + 50]}, timeout=60).status_code == 200

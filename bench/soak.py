@@ -1,0 +1,140 @@
+"""Fault soak: steady load through the local stack while Redis and the predictor are broken in
+every way we know, then a check of every answer against the predictor.
+
+Faults, in a loop: Redis killed and restarted; the transformer's Redis connections killed while
+idle (CLIENT KILL); Redis frozen (SIGSTOP) then resumed; Redis blocked (DEBUG SLEEP); the
+predictor killed and restarted. Reported: requests, faults injected, status counts (5xx target 0
+for Redis faults; 503 with a message allowed only while the predictor is down), wrong answers
+(target 0), max RSS of each process.
+
+    python -m bench.soak [--seconds 120] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import signal
+import threading
+import time
+import uuid
+
+import httpx
+import numpy as np
+import psutil
+import redis
+
+from bench.common import SHARED, table, write_result
+from bench.k6_mix import sentences
+from tests.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
+from tests.transformer.clients import rows_to_probs
+
+MODEL = SHARED / "models" / "sentiment-minilm-sst2"
+
+
+def run(seconds: int = 120, clients: int = 16) -> dict:
+    pool = sentences("dev.tsv", 300)
+    redis_port, http_port, grpc_port = free_port(), free_port(), free_port()
+    procs = {"redis": RedisServer(redis_port).start(),
+             "predictor": PredictorProcess(MODEL, http_port=http_port, grpc_port=grpc_port).start()}
+    procs["transformer"] = TransformerProcess(f"127.0.0.1:{http_port}", procs["redis"].url,
+                                              extra=["--predictor_deadline_s", "30"]).start()
+    url = f"{procs['transformer'].url}/v1/models/sentiment:predict"
+    stop = threading.Event()
+    results: list[tuple[list[str], int, dict, float, float]] = []  # texts, status, body, start, end
+    faults: collections.Counter = collections.Counter()
+    predictor_gaps: list[list[float]] = []  # [killed at, ready again at]
+    rss = collections.defaultdict(float)
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(timeout=120) as http:
+            while not stop.is_set():
+                texts = rng.sample(pool, rng.randint(1, 4))
+                if rng.random() < 0.1:
+                    texts.append(f"{rng.choice(pool)} {uuid.uuid4().hex[:6]}")
+                start = time.monotonic()
+                r = http.post(url, json={"text": texts})
+                results.append((texts, r.status_code, r.json(), start, time.monotonic()))
+
+    def sample_rss() -> None:
+        while not stop.is_set():
+            for name, proc in procs.items():
+                if proc.alive:
+                    rss[name] = max(rss[name], psutil.Process(proc.proc.pid).memory_info().rss / 2**20)
+            time.sleep(0.5)
+
+    def inject() -> None:
+        rng = random.Random(0)
+        while not stop.wait(rng.uniform(3, 6)):
+            fault = rng.choice(["redis-restart", "client-kill", "redis-freeze", "redis-sleep", "predictor-restart"])
+            faults[fault] += 1
+            if fault == "redis-restart":
+                procs["redis"].kill()
+                stop.wait(1)
+                procs["redis"] = RedisServer(redis_port).start()
+            elif fault == "client-kill":
+                redis.Redis(port=redis_port).client_kill_filter(_type="normal", skipme=True)
+            elif fault == "redis-freeze":
+                procs["redis"].proc.send_signal(signal.SIGSTOP)
+                stop.wait(2)
+                procs["redis"].proc.send_signal(signal.SIGCONT)
+            elif fault == "redis-sleep":
+                redis.Redis(port=redis_port, socket_timeout=10).execute_command("DEBUG", "SLEEP", "2")
+            else:
+                gap = [time.monotonic(), float("inf")]
+                predictor_gaps.append(gap)
+                procs["predictor"].kill()
+                procs["predictor"] = PredictorProcess(MODEL, http_port=http_port, grpc_port=grpc_port).start()
+                gap[1] = time.monotonic()
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    workers += [threading.Thread(target=sample_rss), threading.Thread(target=inject)]
+    try:
+        for w in workers:
+            w.start()
+        time.sleep(seconds)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(150)
+    # Every answer against the predictor's own.
+    truth_texts = sorted({t for texts, status, _, _ in results if status == 200 for t in texts})
+    truth = {}
+    with httpx.Client(timeout=120) as http:
+        for i in range(0, len(truth_texts), 64):
+            chunk = truth_texts[i:i + 64]
+            r = http.post(f"{procs['predictor'].url}/v1/models/sentiment:predict", json={"instances": chunk})
+            truth.update(zip(chunk, rows_to_probs(r.json()["predictions"]), strict=True))
+    for proc in procs.values():
+        proc.stop()
+    statuses = collections.Counter(status for _, status, _, _, _ in results)
+    wrong = sum(1 for texts, status, body, _, _ in results if status == 200 and not np.allclose(
+        rows_to_probs(body["predictions"]), np.array([truth[t] for t in texts]), atol=1e-4))
+
+    def during_predictor_gap(start: float, end: float) -> bool:
+        return any(start <= gap_end and end >= gap_start for gap_start, gap_end in predictor_gaps)
+
+    errors = [(status, body, start, end) for _, status, body, start, end in results if status >= 500]
+    unexplained = [e for e in errors if not during_predictor_gap(e[2], e[3])]
+    no_message = [e for e in errors
+                  if not any(why in str(e[1].get("error", "")) for why in ("not reachable", "did not answer"))]
+    report = {"seconds": seconds, "clients": clients, "requests": len(results), "faults": dict(faults),
+              "statuses": {str(k): v for k, v in sorted(statuses.items())},
+              "5xx": len(errors), "5xx_outside_predictor_gaps": len(unexplained),
+              "5xx_without_message": len(no_message), "wrong_answers": wrong,
+              "predictor_gap_s": [round(b - a, 1) for a, b in predictor_gaps],
+              "max_rss_mib": {k: round(v) for k, v in rss.items()}}
+    print(table([report], ["requests", "faults", "statuses", "5xx", "5xx_outside_predictor_gaps", "wrong_answers",
+                          "max_rss_mib"]))
+    write_result("soak", report)
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=120)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    run(args.seconds, args.clients)
