@@ -1,10 +1,11 @@
 """A bounded queue that batches concurrent requests into few forward passes.
 
 One worker thread owns the classifier. Callers on the event loop await futures; the
-worker takes whatever is queued (waiting at most `max_wait_ms` for more while the batch
-is not full), tokenizes it all at once, sorts texts by token length so each forward pass
-pads little, runs passes of at most `max_batch_size` texts, and hands every caller
-exactly its own rows.
+worker takes whatever is queued and, while there is concurrent traffic (the previous
+batch held more than one request), waits at most `max_wait_ms` for more while the batch
+is not full; a lone request on a quiet server runs at once. It tokenizes the batch at
+once, sorts texts by token length so each forward pass pads little, runs passes of at
+most `max_batch_size` texts, and hands every caller exactly its own rows.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class BatchQueue:
         self._queued_texts = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._concurrent_traffic = False
         self.batches_run = 0
 
     def start(self) -> None:
@@ -83,7 +85,7 @@ class BatchQueue:
                 return
             jobs = [first]
             size = len(first.texts)
-            deadline = time.monotonic() + self.max_wait_s
+            deadline = time.monotonic() + (self.max_wait_s if self._concurrent_traffic else 0.0)
             while size < self.max_batch_size:
                 try:
                     job = self._queue.get_nowait()
@@ -100,6 +102,7 @@ class BatchQueue:
                     break
                 jobs.append(job)
                 size += len(job.texts)
+            self._concurrent_traffic = len(jobs) > 1
             self._process(jobs)
 
     def _process(self, jobs: list[_Job]) -> None:

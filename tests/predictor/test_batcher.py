@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -53,6 +54,36 @@ def test_request_larger_than_a_batch_is_split(classifier):
         queue.stop()
     assert queue.batches_run == 7
     np.testing.assert_allclose(probs, np.concatenate([classifier.predict([t]) for t in texts]), atol=1e-5)
+
+
+def test_lone_request_on_a_quiet_server_does_not_wait_for_a_batch(classifier):
+    queue = BatchQueue(classifier, max_batch_size=16, max_wait_ms=3000)
+    queue.start()
+    try:
+        started = time.monotonic()
+        asyncio.run(queue.submit(["just me"]))
+        elapsed = time.monotonic() - started
+    finally:
+        queue.stop()
+    assert elapsed < 1.5, f"a lone request waited {elapsed:.2f}s for company"
+
+
+def test_under_concurrent_traffic_stragglers_join_the_batch(classifier):
+    queue = BatchQueue(classifier, max_batch_size=16, max_wait_ms=3000)
+    queue.start()
+
+    async def run():
+        await asyncio.gather(queue.submit(["a"]), queue.submit(["b"]))  # concurrent traffic seen
+        batches = queue.batches_run
+        first = asyncio.ensure_future(queue.submit(["c"]))
+        await asyncio.sleep(0.3)  # arrives well inside max_wait
+        await asyncio.gather(first, queue.submit(["d"]))
+        return queue.batches_run - batches
+
+    try:
+        assert asyncio.run(run()) == 1
+    finally:
+        queue.stop()
 
 
 class _BlockingClassifier:
