@@ -62,9 +62,12 @@ def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95) -> dict:
         "failed_checks": metrics["checks"]["fails"],
         "vus": vus, "duration": duration, "hit_ratio": hit_ratio,
     }
+    for kind in ("hit", "miss"):
+        split = metrics[f"http_req_duration{{kind:{kind}}}"]
+        result.update({f"{kind}_p50_ms": split["med"], f"{kind}_p99_ms": split["p(99)"]})
     result["x_original_throughput"] = result["requests_per_s"] / ORIGINAL["requests_per_s"]
-    print(table([result], ["requests", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "failed_requests",
-                           "failed_checks", "x_original_throughput"]))
+    print(table([result], ["requests", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "hit_p99_ms", "miss_p50_ms",
+                           "miss_p99_ms", "failed_requests", "failed_checks", "x_original_throughput"]))
     write_result("k6_mixed", {"result": result, "original": ORIGINAL})
     return result
 

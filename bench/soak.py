@@ -95,20 +95,15 @@ def run(seconds: int = 120, clients: int = 16) -> dict:
         for w in workers:
             w.start()
         time.sleep(seconds)
-    finally:
         stop.set()
         for w in workers:
             w.join(150)
-    # Every answer against the predictor's own.
-    truth_texts = sorted({t for texts, status, _, _ in results if status == 200 for t in texts})
-    truth = {}
-    with httpx.Client(timeout=120) as http:
-        for i in range(0, len(truth_texts), 64):
-            chunk = truth_texts[i:i + 64]
-            r = http.post(f"{procs['predictor'].url}/v1/models/sentiment:predict", json={"instances": chunk})
-            truth.update(zip(chunk, rows_to_probs(r.json()["predictions"]), strict=True))
-    for proc in procs.values():
-        proc.stop()
+        truth = _predictor_answers(procs["predictor"].url, {t for texts, status, *_ in results
+                                                            if status == 200 for t in texts})
+    finally:
+        stop.set()
+        for proc in procs.values():
+            proc.stop()
     statuses = collections.Counter(status for _, status, _, _, _ in results)
     wrong = sum(1 for texts, status, body, _, _ in results if status == 200 and not np.allclose(
         rows_to_probs(body["predictions"]), np.array([truth[t] for t in texts]), atol=1e-4))
@@ -130,6 +125,17 @@ def run(seconds: int = 120, clients: int = 16) -> dict:
                           "max_rss_mib"]))
     write_result("soak", report)
     return report
+
+
+def _predictor_answers(predictor_url: str, texts: set[str]) -> dict[str, np.ndarray]:
+    """The predictor's own probabilities for every text, asked directly, in chunks."""
+    ordered, truth = sorted(texts), {}
+    with httpx.Client(timeout=120) as http:
+        for i in range(0, len(ordered), 64):
+            chunk = ordered[i:i + 64]
+            r = http.post(f"{predictor_url}/v1/models/sentiment:predict", json={"instances": chunk})
+            truth.update(zip(chunk, rows_to_probs(r.json()["predictions"]), strict=True))
+    return truth
 
 
 if __name__ == "__main__":
