@@ -9,7 +9,7 @@ from kserve import model_server
 
 from .errors import install_error_handlers
 from .model import SentimentPredictor
-from .serving import BodyLimit, quiet_request_logs, use_uvloop
+from .serving import BodyLimit, fixed_model_repository, quiet_request_logs, use_uvloop
 from .settings import build_parser, settings_from
 
 
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     model.load()
     install_error_handlers(model_server.app)
     server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1)
+    fixed_model_repository(server)
     quiet_request_logs(settings.log_requests)
     # uvicorn loads the app by import string: put the size limit where it will look.
     model_server.app = BodyLimit(model_server.app, settings.limits.max_body_bytes)

@@ -43,6 +43,13 @@ class BadInput(ServiceError):
     status_code = StatusCode.INVALID_ARGUMENT
 
 
+class Forbidden(ServiceError):
+    """The operation exists in the protocol but this server does not allow it."""
+
+    http_status = 403
+    status_code = StatusCode.PERMISSION_DENIED
+
+
 class TooLarge(ServiceError):
     """The request exceeds a configured size limit."""
 
@@ -101,9 +108,21 @@ async def request_validation_handler(_: Request, exc: Any) -> JSONResponse:
     return JSONResponse(status_code=422, content={"error": f"request does not match the schema: {problems}"})
 
 
+async def not_supported_handler(_: Request, exc: Any) -> JSONResponse:
+    """KServe routes for features this service does not offer (an explainer, model versions).
+
+    KServe answers them 501, which dashboards and SLOs count as a server fault; the request
+    simply cannot be served here, so it is a 400 that says what is not supported.
+    """
+    return JSONResponse(status_code=400, content={"error": f"not supported by this server: {exc}"})
+
+
 def install_error_handlers(app: Any) -> None:
     """Map the error family and schema errors to JSON bodies on a FastAPI app (REST side)."""
     from fastapi.exceptions import RequestValidationError
+    from kserve.protocol.rest import server as kserve_rest
 
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
+    # KServe registers its own NotImplementedError handler when the server starts; give it ours.
+    kserve_rest.not_implemented_error_handler = not_supported_handler

@@ -8,7 +8,7 @@ import logging
 import orjson
 import uvloop
 
-from .errors import TooLarge
+from .errors import Forbidden, TooLarge
 
 
 def use_uvloop() -> None:
@@ -18,6 +18,23 @@ def use_uvloop() -> None:
     """
     uvloop.install()
     asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+def fixed_model_repository(server) -> None:
+    """Refuse the Open Inference Protocol's model repository load/unload, over REST and gRPC.
+
+    KServe answers them for anyone who can reach the server, so one unauthenticated
+    `POST /v2/repository/models/<name>/unload` would take the model offline until the pod
+    restarts. A serving pod here holds one fixed model; changing it is a rollout.
+    """
+    repository = server.model_repository_extension
+
+    async def refuse(model_name: str) -> None:
+        raise Forbidden(f"the model repository API is disabled: model {model_name!r} cannot be loaded or "
+                        "unloaded at run time; roll out a new revision to change the model")
+
+    repository.load = refuse
+    repository.unload = refuse
 
 
 def quiet_request_logs(log_requests: bool) -> None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,6 +25,8 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tritonclient import grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from tests.predictor.tiny_model import WORDS, build_tiny_model
 from tests.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
@@ -292,6 +298,38 @@ def test_hostile_v2_bodies_never_cause_a_5xx(tiny_stack, inputs):
         r = httpx.post(f"{server.url}/v2/models/sentiment/infer", content=json.dumps({"inputs": inputs}),
                        headers={"content-type": "application/json"}, timeout=30)
         assert r.status_code < 500, (server.name, r.status_code, r.text)
+
+
+@pytest.mark.parametrize("server", ["predictor", "transformer"])
+def test_schemathesis_finds_no_server_error(tiny_stack, server):
+    """Fuzz every operation in the server's own OpenAPI document (tests/schemathesis.toml)."""
+    proc = dict(zip(("predictor", "transformer"), tiny_stack, strict=True))[server]
+    run = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "--config-file",
+                          str(Path(__file__).parent / "schemathesis.toml"), "run", f"{proc.url}/openapi.json",
+                          "--max-examples", "40", "--phases", "examples,coverage,fuzzing"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert re.search(r"Tested: +1\d", run.stdout), run.stdout[-3000:]  # it reached every operation
+    assert proc.alive
+
+
+@pytest.mark.parametrize("server", ["predictor", "transformer"])
+def test_model_repository_api_cannot_unload_the_model(tiny_stack, server):
+    """KServe would let any caller unload the model over REST or gRPC; here both are refused."""
+    proc = dict(zip(("predictor", "transformer"), tiny_stack, strict=True))[server]
+    for action in ("unload", "load"):
+        r = httpx.post(f"{proc.url}/v2/repository/models/sentiment/{action}", timeout=10)
+        assert r.status_code == 403, r.text
+        assert "model repository API is disabled" in r.json()["error"]
+    client = grpcclient.InferenceServerClient(proc.grpc_target)
+    with pytest.raises(InferenceServerException) as err:
+        client.unload_model("sentiment")
+    assert err.value.status() == "StatusCode.PERMISSION_DENIED"
+    assert "model repository API is disabled" in err.value.message()
+    assert client.is_model_ready("sentiment")
+    assert httpx.get(f"{proc.url}/v2/models/sentiment/ready", timeout=10).json()["ready"] is True
+    r = httpx.post(f"{proc.url}/v1/models/sentiment:predict", json={"instances": ["still serving"]}, timeout=30)
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 1
 
 
 def test_texts_are_never_logged(tiny_stack):

@@ -9,7 +9,7 @@ from kserve import model_server
 
 from predictor.errors import install_error_handlers
 from predictor.protocol import labelled
-from predictor.serving import BodyLimit, quiet_request_logs, use_uvloop
+from predictor.serving import BodyLimit, fixed_model_repository, quiet_request_logs, use_uvloop
 
 from .cache import RedisPredictionCache
 from .caching import CachedClassifier
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
 
     install_error_handlers(app)
     server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, workers=1)
+    fixed_model_repository(server)
     quiet_request_logs(s.log_requests)
     # uvicorn loads the app by import string: put the fast path where it will look.
     fast = FastJsonRoutes(app, {f"/v1/models/{s.model_name}:predict": v1_predict, "/bulk-predict": bulk_predict})
