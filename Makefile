@@ -33,6 +33,6 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 system-deps:
-	@command -v redis-server >/dev/null && command -v kubectl >/dev/null || { \
+	@command -v redis-server >/dev/null && command -v kubectl >/dev/null && command -v openssl >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server $$(command -v kubectl >/dev/null || echo kubernetes-client); }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl $$(command -v kubectl >/dev/null || echo kubernetes-client); }

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -94,31 +95,62 @@ def http_ready(url: str) -> Callable[[], bool]:
 class RedisServer(ServerProcess):
     """A throwaway redis-server on a free port, no persistence."""
 
-    def __init__(self, port: int | None = None, password: str | None = None):
+    def __init__(self, port: int | None = None, password: str | None = None, tls: TlsFiles | None = None):
         self.port = port or free_port()
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found; install it (apt-get install -y redis-server)")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls.cert),
+                  "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca),
+                  "--tls-auth-clients", "no"] if tls else ["--port", str(self.port)]
+        args = [binary, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--enable-debug-command", "local"]
         if password:
             args += ["--requirepass", password]
         self.password = password
+        self.tls = tls
         super().__init__(f"redis-{self.port}", args)
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self, **kw):
+        import redis
+
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **tls, **kw)
 
     def start(self) -> RedisServer:
         super().start()
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1)
+        client = self.client(socket_timeout=1)
         self.wait_ready(lambda: bool(client.ping()), timeout=20)
         client.close()
         return self
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> TlsFiles:
+        """A throwaway CA and a server certificate for 127.0.0.1/localhost signed by it (openssl CLI)."""
+        files = cls(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+        ca_key, csr, ext = directory / "ca.key", directory / "server.csr", directory / "san.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for cmd in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", files.ca,
+             "-subj", "/CN=sentiment-test-ca", "-days", "2"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", files.key, "-out", csr, "-subj", "/CN=localhost"],
+            ["x509", "-req", "-in", csr, "-CA", files.ca, "-CAkey", ca_key, "-CAcreateserial", "-out", files.cert,
+             "-days", "2", "-extfile", ext],
+        ):
+            subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True)
+        return files
 
 
 class PredictorProcess(ServerProcess):

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     cache = RedisPredictionCache(
         s.redis_url, s.cache_ttl_s, socket_timeout_s=s.redis_socket_timeout_s,
         connect_timeout_s=s.redis_connect_timeout_s, health_check_interval_s=s.redis_health_check_interval_s,
-        password=s.redis_password)
+        password=s.redis_password, ca_cert=s.redis_ca_cert)
     client = PredictorClient(s.predictor_host, s.model_name, s.predictor_protocol, s.predictor_use_ssl,
                              deadline_s=s.predictor_deadline_s, attempt_timeout_s=s.predictor_timeout_s)
     classifier = CachedClassifier(cache, client, CacheKeys(s.cache_namespace, s.model_name), s.model_fingerprint,

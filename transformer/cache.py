@@ -41,9 +41,11 @@ class RedisPredictionCache:
     """
 
     def __init__(self, url: str, ttl_s: int, socket_timeout_s: float = 0.1, connect_timeout_s: float = 0.2,
-                 health_check_interval_s: float = 10, password: str | None = None,
+                 health_check_interval_s: float = 10, password: str | None = None, ca_cert: str | None = None,
                  min_pause_s: float = 0.25, max_pause_s: float = 5.0, max_connections: int = 64):
         self.ttl_s = ttl_s
+        # TLS (rediss://) always verifies the server; only the CA bundle is configurable.
+        tls = {"ssl_ca_certs": ca_cert} if ca_cert and url.startswith("rediss://") else {}
         self.client = aioredis.Redis.from_url(
             url,
             password=password or None,
@@ -54,6 +56,7 @@ class RedisPredictionCache:
             retry=Retry(ExponentialBackoff(cap=0.01, base=0.001), retries=1),
             retry_on_error=[RedisConnectionError, ConnectionResetError, BrokenPipeError],
             max_connections=max_connections,
+            **tls,
         )
         self.min_pause_s = min_pause_s
         self.max_pause_s = max_pause_s

@@ -30,6 +30,8 @@ class TransformerSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     """redis:// or rediss:// (TLS) URL; a password may be in the URL or in REDIS_PASSWORD."""
     redis_password: str | None = None
+    redis_ca_cert: str | None = None
+    """CA bundle that signed Redis' TLS certificate (rediss:// only); default: the system's CAs."""
     cache_ttl_s: int = 7 * 24 * 3600
     """Lifetime of a cached prediction."""
     cache_namespace: str = "sentiment"
@@ -60,6 +62,8 @@ def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--redis_url", default=None, help=f"env REDIS_URL, default {d.redis_url}")
     parser.add_argument("--cache_ttl_s", type=int, default=None, help=f"env CACHE_TTL_S, default {d.cache_ttl_s}")
     parser.add_argument("--cache_namespace", default=None, help="env CACHE_NAMESPACE, default sentiment")
+    parser.add_argument("--redis_ca_cert", default=None,
+                        help="env REDIS_CA_CERT: CA bundle for a rediss:// URL (default: the system's CAs)")
     parser.add_argument("--redis_socket_timeout_ms", type=float, default=d.redis_socket_timeout_s * 1000)
     parser.add_argument("--redis_connect_timeout_ms", type=float, default=d.redis_connect_timeout_s * 1000)
     parser.add_argument("--redis_health_check_interval_s", type=float, default=d.redis_health_check_interval_s)
@@ -89,6 +93,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         predictor_timeout_s=float(args.predictor_request_timeout_seconds),
         redis_url=args.redis_url or env.get("REDIS_URL") or d.redis_url,
         redis_password=env.get("REDIS_PASSWORD") or None,
+        redis_ca_cert=args.redis_ca_cert or env.get("REDIS_CA_CERT") or None,
         cache_ttl_s=args.cache_ttl_s or int(env.get("CACHE_TTL_S", d.cache_ttl_s)),
         cache_namespace=args.cache_namespace or env.get("CACHE_NAMESPACE") or d.cache_namespace,
         redis_socket_timeout_s=args.redis_socket_timeout_ms / 1000,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
-import redis
 
 LABELS = ("NEGATIVE", "POSITIVE")
 
@@ -36,7 +35,7 @@ def metric(server, name: str) -> float:
 
 
 def keys_in(redis_server, namespace: str) -> list[bytes]:
-    client = redis.Redis(host="127.0.0.1", port=redis_server.port, password=redis_server.password)
+    client = redis_server.client()
     try:
         return sorted(client.scan_iter(match=f"{namespace}:*", count=1000))
     finally:

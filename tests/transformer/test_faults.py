@@ -14,7 +14,7 @@ import redis
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.processes import PredictorProcess, RedisServer, TransformerProcess, free_port, wait_until
+from tests.processes import PredictorProcess, RedisServer, TlsFiles, TransformerProcess, free_port, wait_until
 from tests.transformer.clients import keys_in, metric, predictor_probs, seed_predict
 
 
@@ -146,6 +146,35 @@ def test_redis_with_password(predictor):
         assert len(keys_in(server, "faults")) == len(texts)
     finally:
         proc.stop()
+        server.stop()
+
+
+def test_redis_over_tls_with_a_private_ca(predictor, tmp_path):
+    """rediss:// with the server verified against REDIS_CA_CERT; without that CA nothing is cached."""
+    tls = TlsFiles.create(tmp_path)
+    server = RedisServer(password="tls-pw", tls=tls).start()
+    url = f"rediss://127.0.0.1:{server.port}/0"
+    trusting = TransformerProcess(f"127.0.0.1:{predictor.http_port}", url, extra=["--cache_namespace", "tls"],
+                                  env={"REDIS_PASSWORD": "tls-pw", "REDIS_CA_CERT": str(tls.ca)})
+    untrusting = TransformerProcess(f"127.0.0.1:{predictor.http_port}", url, extra=["--cache_namespace", "tls"],
+                                    env={"REDIS_PASSWORD": "tls-pw"})
+    try:
+        trusting.start()
+        texts = unique_texts()
+        assert_correct(trusting, predictor, texts)
+        assert len(keys_in(server, "tls")) == len(texts)
+        assert metric(trusting, "sentiment_cache_hits_total") == 0
+        assert_correct(trusting, predictor, texts)
+        assert metric(trusting, "sentiment_cache_hits_total") == len(texts)
+        # A server certificate the transformer cannot verify: answers still come (fail open), nothing is cached.
+        untrusting.start()
+        fresh = unique_texts()
+        assert_correct(untrusting, predictor, fresh)
+        assert len(keys_in(server, "tls")) == len(texts)
+        assert metric(untrusting, "sentiment_cache_errors_total") >= 1
+    finally:
+        untrusting.stop()
+        trusting.stop()
         server.stop()
 
 
