@@ -28,7 +28,7 @@ import redis
 from bench.common import SHARED, table, write_result
 from bench.k6_mix import sentences
 from tests.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
-from tests.transformer.clients import rows_to_probs
+from tests.transformer.clients import predictor_answers, rows_to_probs
 
 MODEL = SHARED / "models" / "sentiment-minilm-sst2"
 
@@ -98,8 +98,8 @@ def run(seconds: int = 120, clients: int = 16) -> dict:
         stop.set()
         for w in workers:
             w.join(150)
-        truth = _predictor_answers(procs["predictor"].url, {t for texts, status, *_ in results
-                                                            if status == 200 for t in texts})
+        truth = predictor_answers(procs["predictor"], (t for texts, status, *_ in results
+                                                       if status == 200 for t in texts))
     finally:
         stop.set()
         for proc in procs.values():
@@ -125,17 +125,6 @@ def run(seconds: int = 120, clients: int = 16) -> dict:
                           "max_rss_mib"]))
     write_result("soak", report)
     return report
-
-
-def _predictor_answers(predictor_url: str, texts: set[str]) -> dict[str, np.ndarray]:
-    """The predictor's own probabilities for every text, asked directly, in chunks."""
-    ordered, truth = sorted(texts), {}
-    with httpx.Client(timeout=120) as http:
-        for i in range(0, len(ordered), 64):
-            chunk = ordered[i:i + 64]
-            r = http.post(f"{predictor_url}/v1/models/sentiment:predict", json={"instances": chunk})
-            truth.update(zip(chunk, rows_to_probs(r.json()["predictions"]), strict=True))
-    return truth
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.predictor.tiny_model import WORDS, build_tiny_model
 from tests.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
-from tests.transformer.clients import predictor_probs, rows_to_probs
+from tests.transformer.clients import predictor_answers, predictor_probs, rows_to_probs
 
 LABELS2 = ("NEGATIVE", "POSITIVE")
 
@@ -158,11 +158,7 @@ def test_thousands_of_mixed_concurrent_requests_are_all_correct(tiny_stack):
             return texts, r
 
         results = list(executor.map(call, requests))
-    distinct = sorted({t for texts, _ in results for t in texts})
-    truth = {}
-    for start in range(0, len(distinct), 200):
-        chunk = distinct[start:start + 200]
-        truth.update(zip(chunk, predictor_probs(predictor, chunk), strict=True))
+    truth = predictor_answers(predictor, (t for texts, _ in results for t in texts))
     for texts, r in results:
         if r.status_code != 200:
             errors.append(f"{r.status_code}: {r.text}")

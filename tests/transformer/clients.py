@@ -23,6 +23,15 @@ def predictor_probs(predictor, texts: list[str]) -> np.ndarray:
     return seed_predict(predictor, texts, field="instances")
 
 
+def predictor_answers(predictor, texts, chunk: int = 200) -> dict[str, np.ndarray]:
+    """The predictor's own probabilities for every distinct text, asked directly in chunks."""
+    ordered, truth = sorted(set(texts)), {}
+    for start in range(0, len(ordered), chunk):
+        part = ordered[start:start + chunk]
+        truth.update(zip(part, predictor_probs(predictor, part), strict=True))
+    return truth
+
+
 def metric(server, name: str) -> float:
     """Sum of a Prometheus sample family on the server's /metrics (0 if absent)."""
     total = 0.0
