@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from serving.errors import Overloaded
+
 from .classifier import SentimentClassifier
-from .errors import Overloaded
 
 log = logging.getLogger(__name__)
 

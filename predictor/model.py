@@ -8,11 +8,12 @@ from typing import Any
 from kserve import Model
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from serving.errors import BadInput
+from serving.limits import check_texts, json_body
+from serving.protocol import input_types, output_types, texts_from_v2, v1_response, v2_response
+
 from .batcher import BatchQueue
 from .classifier import SentimentClassifier
-from .errors import BadInput
-from .inputs import check_texts, json_body
-from .protocol import input_types, output_types, texts_from_v2, v1_response, v2_response
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)

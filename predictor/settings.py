@@ -1,89 +1,29 @@
-"""Typed settings for the predictor, built once from CLI flags and the environment."""
+"""Typed settings of the predictor: one declaration per setting (serving.settings)."""
 
 from __future__ import annotations
 
-import argparse
-import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from serving.settings import ServerSettings, setting
 
 from .classifier import DEFAULT_ONNX_CACHE, RUNTIMES
-from .inputs import TextLimits
 
 
 @dataclass(frozen=True)
-class PredictorSettings:
-    """Everything the predictor needs; KServe's own server flags stay in `server_args`."""
+class PredictorSettings(ServerSettings):
+    """Everything the predictor needs, besides the KServe flags it leaves to KServe."""
 
-    model_name: str = "sentiment"
-    """Name on the endpoint paths (/v1/models/NAME:predict, /v2/models/NAME/infer)."""
-    model_dir: str = "/mnt/models"
-    """Hugging Face model directory; KServe's storage initializer fills /mnt/models."""
-    runtime: str = "onnx"
-    """Inference runtime: torch, torch-int8, onnx or onnx-int8 (see bench/ for their speed and accuracy)."""
-    onnx_cache_dir: str = str(DEFAULT_ONNX_CACHE)
-    """Where ONNX exports are kept, one folder per model fingerprint."""
-    max_length: int | None = None
-    """Truncate inputs to this many tokens (default: the model's maximum)."""
-    threads: int | None = None
-    """Threads for the forward pass (default: all cores)."""
-    max_batch_size: int = 32
-    """Most texts in one forward pass."""
-    max_wait_ms: float = 2.0
-    """How long the worker waits for more requests to fill a batch."""
-    max_queued_texts: int = 2048
-    """Texts waiting for the model beyond which requests get 429."""
-    limits: TextLimits = field(default_factory=TextLimits)
-    """Per-request limits on texts."""
-    log_requests: bool = False
-    """Write an access-log and a timing line per request."""
-    http_port: int = 8080
-    grpc_port: int = 8081
-
-
-def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m predictor", parents=[parent] if parent else [],
-        description="Sentiment predictor (KServe model server).", conflict_handler="resolve")
-    d = PredictorSettings()
-    parser.add_argument("--model_name", default=d.model_name, help="model name on the endpoint paths")
-    parser.add_argument("--model_dir", default=None, help="model directory (env MODEL_DIR, default /mnt/models)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default=None, help="env PREDICTOR_RUNTIME, default onnx")
-    parser.add_argument("--onnx_cache_dir", default=None, help=f"env ONNX_CACHE_DIR, default {d.onnx_cache_dir}")
-    parser.add_argument("--max_length", type=int, default=None, help="max tokens per text")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (env PREDICTOR_THREADS)")
-    parser.add_argument("--max_batch_size", type=int, default=d.max_batch_size)
-    parser.add_argument("--max_wait_ms", type=float, default=d.max_wait_ms)
-    parser.add_argument("--max_queued_texts", type=int, default=d.max_queued_texts)
-    parser.add_argument("--log_requests", action="store_true", help="access and timing log line per request")
-    parser.add_argument("--max_texts", type=int, default=d.limits.max_texts, help="max texts per request")
-    parser.add_argument("--max_chars", type=int, default=d.limits.max_chars, help="max characters per text")
-    parser.add_argument("--max_body_bytes", type=int, default=d.limits.max_body_bytes, help="max request body size")
-    if parent is None:
-        parser.add_argument("--http_port", type=int, default=d.http_port)
-        parser.add_argument("--grpc_port", type=int, default=d.grpc_port)
-    return parser
-
-
-def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> PredictorSettings:
-    threads = args.threads or (int(env["PREDICTOR_THREADS"]) if env.get("PREDICTOR_THREADS") else None)
-    return PredictorSettings(
-        model_name=args.model_name,
-        model_dir=args.model_dir or env.get("MODEL_DIR") or PredictorSettings.model_dir,
-        runtime=args.runtime or env.get("PREDICTOR_RUNTIME") or PredictorSettings.runtime,
-        onnx_cache_dir=args.onnx_cache_dir or env.get("ONNX_CACHE_DIR") or PredictorSettings.onnx_cache_dir,
-        max_length=args.max_length,
-        threads=threads,
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        max_queued_texts=args.max_queued_texts,
-        limits=TextLimits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes),
-        log_requests=args.log_requests,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-    )
-
-
-def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> PredictorSettings:
-    """Settings from `argv` alone (used by tests and benchmarks; no KServe flags)."""
-    return settings_from(build_parser().parse_args(argv), env)
+    model_dir: str = setting("/mnt/models", "Hugging Face model directory (KServe's storage initializer fills "
+                             "/mnt/models)", env="MODEL_DIR")
+    runtime: str = setting("onnx", "inference runtime (see bench/ for speed and accuracy)",
+                           env="PREDICTOR_RUNTIME", choices=RUNTIMES)
+    onnx_cache_dir: str = setting(str(DEFAULT_ONNX_CACHE), "where ONNX exports are kept, one folder per model "
+                                  "fingerprint", env="ONNX_CACHE_DIR")
+    max_length: int | None = setting(None, "truncate each text to this many tokens (unset: the model's maximum)",
+                                     parse=int)
+    threads: int | None = setting(None, "threads for the forward pass (unset: all cores)", env="PREDICTOR_THREADS",
+                                  parse=int)
+    max_batch_size: int = setting(32, "most texts in one forward pass")
+    max_wait_ms: float = setting(2.0, "how long the worker waits for more requests to fill a batch, only while "
+                                 "there is concurrent traffic")
+    max_queued_texts: int = setting(2048, "texts waiting for the model beyond which requests get 429")

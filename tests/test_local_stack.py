@@ -36,7 +36,7 @@ def test_make_serve_runs_the_whole_stack_and_stops_cleanly(model_dir):
         pos, neg = r.json()["predictions"]
         assert pos[0]["label"] == "POSITIVE" and neg[0]["label"] == "NEGATIVE"
         r = httpx.post(f"{base}/bulk-predict", json={"text": ["I love this movie"]})
-        assert r.json()[0][0]["label"] == "POSITIVE"
+        assert r.json()["predictions"][0][0]["label"] == "POSITIVE"
         r = httpx.post(f"{base}/v2/models/sentiment/infer", json={"inputs": [
             {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["I love this movie"]}]})
         probs = dict(zip(r.json()["outputs"][1]["data"], r.json()["outputs"][0]["data"], strict=True))

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from predictor.errors import Overloaded
+from serving.errors import Overloaded
 
 from . import metrics
 from .cache import PredictionCache

@@ -1,26 +1,30 @@
 """Pure-ASGI handling of the JSON prediction routes, in front of KServe's FastAPI app.
 
 A cache hit costs less than FastAPI's routing, parameter handling and middleware stack, so the
-hot routes (`POST /v1/models/<name>:predict` and `POST /bulk-predict`) are answered here, with
-the same validation and the same error bodies; every other request (v2, metadata, health,
-metrics) goes to KServe's app untouched. Size limits are enforced in front of this
-(`predictor.serving.BodyLimit`).
+routes of the table (`routes.JsonRoutes`) are answered here: they exist nowhere else. Every other
+request (v2, metadata, health, docs, metrics) goes to KServe's app untouched. Each answered
+request is counted and timed (`sentiment_requests_total`, `sentiment_request_duration_seconds`);
+errors are rendered by `serving.errors.rest_response`, as on every other route. Size limits are
+enforced in front of this (`serving.startup.BodyLimit`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from predictor.errors import BadInput, ServiceError
+from serving.errors import BadInput, InternalError, ServiceError, rest_response
+from serving.startup import send_json
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes], Awaitable[Any]]
-JSON = [(b"content-type", b"application/json")]
 
 
 class FastJsonRoutes:
@@ -34,23 +38,24 @@ class FastJsonRoutes:
         return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send) -> None:
-        handler = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        path = scope.get("path", "")
+        handler = self.routes.get(path) if scope["type"] == "http" else None
         if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        start = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = []
         try:
             body = await read_body(receive)
             status, content = 200, orjson.dumps(await handler(body), option=orjson.OPT_SERIALIZE_NUMPY)
         except ServiceError as exc:
-            status, content = exc.http_status, orjson.dumps({"error": exc.message})
-            headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+            status, content, headers = rest_response(exc)
         except Exception:
-            log.exception("unexpected error on %s", scope["path"])
-            status, content = 500, orjson.dumps({"error": "internal error"})
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*JSON, (b"content-length", str(len(content)).encode()), *headers]})
-        await send({"type": "http.response.body", "body": content})
+            log.exception("unexpected error on %s", path)
+            status, content, headers = rest_response(InternalError("internal error; see the server log"))
+        await send_json(send, status, content, headers)
+        metrics.REQUESTS.labels(route=path, status=str(status)).inc()
+        metrics.REQUEST_LATENCY.labels(route=path).observe(time.perf_counter() - start)
 
 
 async def read_body(receive) -> bytes:

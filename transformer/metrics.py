@@ -12,3 +12,9 @@ PREDICTOR_LATENCY = Histogram("sentiment_predictor_latency_seconds",
                               "Latency of predictor calls, retries included.",
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 PREDICTOR_ERRORS = Counter("sentiment_predictor_errors_total", "Failed predictor attempts by kind.", ["kind"])
+REQUESTS = Counter("sentiment_requests_total", "Requests answered by the JSON routes, by route and status.",
+                   ["route", "status"])
+REQUEST_LATENCY = Histogram("sentiment_request_duration_seconds",
+                            "Time to answer a JSON route request, body read included.", ["route"],
+                            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+                                     30, 60))

@@ -1,4 +1,7 @@
-"""Thin KServe adapter for the caching transformer."""
+"""Thin KServe adapter for the caching transformer: the Open Inference Protocol (v2 REST and gRPC).
+
+The JSON routes (v1 and /bulk-predict) are answered in front of KServe (`routes`, `fast_routes`).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +10,19 @@ from typing import Any
 from kserve import Model
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from predictor.protocol import input_types, labelled, output_types, texts_from_v2, v2_response
+from serving.errors import BadInput
+from serving.limits import TextLimits
+from serving.protocol import input_types, output_types, texts_from_v2, v2_response
 
 from .caching import CachedClassifier
-from .settings import TransformerSettings
-from .shapes import texts_from_json
 
 
 class SentimentTransformer(Model):
-    """Seed `{"text": [...]}` and v1 `{"instances": [...]}` on the v1 route; v2 REST and gRPC."""
+    """v2 REST and gRPC: one BYTES input of texts -> probabilities and labels, from the cache or the predictor."""
 
-    def __init__(self, settings: TransformerSettings, classifier: CachedClassifier):
-        super().__init__(settings.model_name)
-        self.settings = settings
+    def __init__(self, name: str, limits: TextLimits, classifier: CachedClassifier):
+        super().__init__(name)
+        self.limits = limits
         self.classifier = classifier
         self.ready = True
 
@@ -34,18 +37,17 @@ class SentimentTransformer(Model):
         return output_types(len(self.classifier.labels or ["NEGATIVE", "POSITIVE"]))
 
     def validate(self, payload: Any) -> Any:
-        return payload  # validated with field-naming messages below
+        return payload  # validated with field-naming messages in `predict`
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         return payload
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None) -> dict | InferResponse:
-        if isinstance(payload, InferRequest):
-            answer = await self.classifier.classify(texts_from_v2(payload, self.settings.limits))
-            return v2_response(payload, self.name, answer.version, answer.probs, answer.labels)
-        answer = await self.classifier.classify(texts_from_json(payload, self.settings.limits))
-        return {"predictions": labelled(answer.probs, answer.labels)}
+                      response_headers: dict[str, str] | None = None) -> InferResponse:
+        if not isinstance(payload, InferRequest):
+            raise BadInput(f"send an Open Inference Protocol request, or JSON to /v1/models/{self.name}:predict")
+        answer = await self.classifier.classify(texts_from_v2(payload, self.limits))
+        return v2_response(payload, self.name, answer.version, answer.probs, answer.labels)
 
     async def postprocess(self, result: Any, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None) -> Any:

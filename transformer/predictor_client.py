@@ -14,8 +14,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
-from predictor.errors import BadInput, Overloaded, Unavailable, UpstreamFailed, error_for_status
-from predictor.protocol import LABELS_OUTPUT, PROBABILITIES_OUTPUT, TEXT_INPUT
+from serving.errors import Unavailable, UpstreamFailed, from_peer_grpc, from_peer_http
+from serving.protocol import LABELS_OUTPUT, PROBABILITIES_OUTPUT, TEXT_INPUT
 
 from . import metrics
 from .shapes import Predictions
@@ -107,10 +107,7 @@ class PredictorClient:
             # Knative's activator/queue-proxy, or a predictor still loading its model.
             raise _Retryable(f"HTTP {r.status_code}: {message}")
         metrics.PREDICTOR_ERRORS.labels(kind=f"http_{r.status_code}").inc()
-        error = error_for_status(r.status_code, f"predictor: {message}")
-        if isinstance(error, Overloaded) and "retry-after" in r.headers:
-            error.headers["Retry-After"] = r.headers["retry-after"]
-        raise error
+        raise from_peer_http(r.status_code, f"predictor: {message}", r.headers.get("retry-after"))
 
     async def _grpc(self, texts: list[str]) -> Predictions:
         if self._channel is None:
@@ -126,14 +123,11 @@ class PredictorClient:
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise _Retryable(f"gRPC UNAVAILABLE: {details}") from None
             metrics.PREDICTOR_ERRORS.labels(kind=f"grpc_{code.name.lower()}").inc()
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise BadInput(f"predictor: {details}") from None
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise Overloaded(f"predictor: {details}") from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise Unavailable(f"predictor at {self.host} did not answer within "
                                   f"{self.attempt_timeout_s:g}s") from None
-            raise UpstreamFailed(f"predictor failed: gRPC {code.name}: {details}") from None
+            retry_after = dict(exc.trailing_metadata() or ()).get("retry-after")
+            raise from_peer_grpc(code, f"predictor: {details}", retry_after) from None
         return _from_v2(InferResponse.from_grpc(response), len(texts))
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from predictor.errors import BadInput
-from predictor.inputs import TextLimits, check_texts, json_body
+from serving.errors import BadInput
+from serving.limits import TextLimits, check_texts, json_body
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 
 from predictor.batcher import BatchQueue
 from predictor.classifier import SentimentClassifier
-from predictor.errors import Overloaded
+from serving.errors import Overloaded
 from tests.predictor.tiny_model import WORDS, build_tiny_model
 
 

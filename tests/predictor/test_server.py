@@ -172,11 +172,13 @@ def test_v2_bad_input(predictor, inputs, status, message):
     assert message in r.json()["error"]
 
 
-def test_grpc_bad_input_maps_to_invalid_argument(predictor):
+def test_grpc_errors_follow_the_error_table(predictor):
+    """413 is OUT_OF_RANGE (told apart from 400's INVALID_ARGUMENT), with the same message as REST."""
     with pytest.raises(InferenceServerException) as err:
         grpc_infer(predictor, ["x" * 2001])
-    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "the limit is 2000" in err.value.message()
+    assert err.value.status() == "StatusCode.OUT_OF_RANGE"
+    assert err.value.message() == v2(predictor, [{"name": "text", "datatype": "BYTES", "shape": [1],
+                                                 "data": ["x" * 2001]}]).json()["error"]
     client = grpcclient.InferenceServerClient(predictor.grpc_target)
     tensor = grpcclient.InferInput("text", [1], "FP32")
     tensor.set_data_from_numpy(np.array([1.0], dtype=np.float32))

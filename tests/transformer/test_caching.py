@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from predictor.errors import Unavailable
+from serving.errors import Unavailable
 from transformer.caching import CachedClassifier
 from transformer.keys import SCHEMA_VERSION, CacheKeys
 from transformer.shapes import Predictions, decode_entry, encode_entry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
@@ -33,10 +34,10 @@ def test_every_format_matches_the_predictor(transformer, predictor):
 
     r = httpx.post(f"{transformer.url}/bulk-predict", json={"text": TEXTS})
     assert r.status_code == 200
-    body = r.json()
-    assert isinstance(body, list) and len(body) == len(TEXTS)
-    assert [p["label"] for p in body[0]] == ["POSITIVE", "NEGATIVE"]  # highest score first
-    np.testing.assert_allclose(rows_to_probs(body), expected, atol=1e-6)
+    rows = r.json()["predictions"]
+    assert len(rows) == len(TEXTS)
+    assert [p["label"] for p in rows[0]] == ["POSITIVE", "NEGATIVE"]  # highest score first
+    np.testing.assert_allclose(rows_to_probs(rows), expected, atol=1e-6)
 
     r = httpx.post(f"{transformer.url}/v2/models/sentiment/infer", json={"inputs": [
         {"name": "text", "datatype": "BYTES", "shape": [len(TEXTS)], "data": TEXTS}]})
@@ -73,16 +74,24 @@ def test_mixed_hits_misses_and_duplicates(transformer, predictor, redis_server):
     assert len(keys_in(redis_server, transformer.namespace)) >= 3
 
 
-def test_metrics_are_exposed(transformer):
-    seed_predict(transformer, ["metrics please"])
-    text = httpx.get(f"{transformer.url}/metrics").text
-    for name in ("sentiment_cache_hits_total", "sentiment_cache_misses_total", "sentiment_cache_errors_total",
-                 "sentiment_redis_latency_seconds_bucket", "sentiment_predictor_latency_seconds_bucket",
-                 "request_predict_seconds"):
-        assert name in text, name
+def test_metrics_have_samples_after_requests(transformer):
+    route = "/v1/models/sentiment:predict"
+    requests = metric(transformer, f'sentiment_requests_total{{route="{route}",status="200"}}')
+    seed_predict(transformer, [f"metrics please {uuid.uuid4().hex}"])
+    seed_predict(transformer, ["metrics please, again"] * 2)
+    httpx.post(f"{transformer.url}/bulk-predict", json={"text": "not a list"})
+    httpx.post(f"{transformer.url}/v2/models/sentiment/infer", json={"inputs": [
+        {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["v2 for KServe's own metrics"]}]})
+    assert metric(transformer, f'sentiment_requests_total{{route="{route}",status="200"}}') == requests + 2
+    assert metric(transformer, 'sentiment_requests_total{route="/bulk-predict",status="422"}') >= 1
+    assert metric(transformer, f'sentiment_request_duration_seconds_count{{route="{route}"}}') >= requests + 2
+    for name in ("sentiment_cache_hits_total", "sentiment_cache_misses_total",
+                 "sentiment_redis_latency_seconds_count", "sentiment_predictor_latency_seconds_count",
+                 "request_predict_seconds_count"):
+        assert metric(transformer, name) > 0, name
 
 
-BAD = [
+V1_BAD = [
     ({"text": "not a list"}, 400, "'text' must be a list of strings, got str"),
     ({"text": []}, 400, "'text' must contain at least one string"),
     ({"text": ["ok", 5]}, 400, "'text[1]' must be a string, got int"),
@@ -93,10 +102,20 @@ BAD = [
     ({"text": ["x" * 10_001]}, 413, "'text[0]' has 10001 characters; the limit is 10000"),
     (["a"], 400, "must be a JSON object"),
 ]
+BULK_BAD = [  # the original app's contract: FastAPI + Pydantic's 422, our limits' 413
+    ({"text": "not a list"}, 422, "body.text: Input should be a valid array"),
+    ({"text": ["ok", 5]}, 422, "body.text.1: Input should be a valid string"),
+    ({"text": [None]}, 422, "body.text.0: Input should be a valid string"),
+    ({"texts": ["typo"]}, 422, "body.text: Field required"),
+    (["a"], 422, "body: Input should be an object"),
+    ({"text": ["x"] * 257}, 413, "has 257 items; the limit is 256 per request"),
+    ({"text": ["x" * 10_001]}, 413, "'text[0]' has 10001 characters; the limit is 10000"),
+]
 
 
-@pytest.mark.parametrize("route", ["/v1/models/sentiment:predict", "/bulk-predict"])
-@pytest.mark.parametrize(("body", "status", "message"), BAD)
+@pytest.mark.parametrize(("route", "body", "status", "message"),
+                         [("/v1/models/sentiment:predict", *case) for case in V1_BAD]
+                         + [("/bulk-predict", *case) for case in BULK_BAD])
 def test_bad_input_is_4xx_and_writes_nothing(transformer, redis_server, route, body, status, message):
     before = keys_in(redis_server, transformer.namespace)
     r = httpx.post(f"{transformer.url}{route}", json=body)
@@ -105,11 +124,14 @@ def test_bad_input_is_4xx_and_writes_nothing(transformer, redis_server, route, b
     assert keys_in(redis_server, transformer.namespace) == before
 
 
-@pytest.mark.parametrize("route", ["/v1/models/sentiment:predict", "/bulk-predict"])
-def test_malformed_json_is_400(transformer, route):
+@pytest.mark.parametrize(("route", "status", "message"), [
+    ("/v1/models/sentiment:predict", 400, "request body is not valid JSON"),
+    ("/bulk-predict", 422, "body: Invalid JSON"),
+])
+def test_malformed_json(transformer, route, status, message):
     r = httpx.post(f"{transformer.url}{route}", content=b'{"text": [', headers={"content-type": "application/json"})
-    assert r.status_code == 400
-    assert "JSON" in r.json()["error"] or "Unrecognized request format" in r.json()["error"]
+    assert r.status_code == status
+    assert message in r.json()["error"]
 
 
 def test_predictor_4xx_passes_through_and_is_not_cached(transformer, redis_server):
@@ -121,19 +143,43 @@ def test_predictor_4xx_passes_through_and_is_not_cached(transformer, redis_serve
     assert keys_in(redis_server, transformer.namespace) == before
 
 
+def _predictor_host(predictor, protocol: str) -> str:
+    return f"127.0.0.1:{predictor.grpc_port if protocol == 'grpc-v2' else predictor.http_port}"
+
+
 @pytest.mark.parametrize("protocol", ["v1", "grpc-v2"])
 def test_other_predictor_protocols_give_the_same_answers(predictor, redis_server, protocol):
-    host = f"127.0.0.1:{predictor.grpc_port if protocol == 'grpc-v2' else predictor.http_port}"
-    proc = TransformerProcess(host, redis_server.url, protocol=protocol,
+    proc = TransformerProcess(_predictor_host(predictor, protocol), redis_server.url, protocol=protocol,
                               extra=["--cache_namespace", f"p-{uuid.uuid4().hex[:8]}"]).start()
     try:
         expected = predictor_probs(predictor, TEXTS)
         np.testing.assert_allclose(seed_predict(proc, TEXTS), expected, atol=1e-6)
         np.testing.assert_allclose(seed_predict(proc, TEXTS), expected, atol=1e-6)  # now from the cache
-        r = httpx.post(f"{proc.url}/v1/models/sentiment:predict", json={"text": ["z" * 3000]})
-        assert r.status_code in (400, 413) and "the limit is 2000" in r.json()["error"]
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc-v2"])
+def test_a_predictor_error_is_the_same_error_whichever_transport_carried_it(predictor, redis_server, protocol):
+    """One error table: a predictor 413 or 404 reaches the client as 413 or 404 over REST and gRPC alike."""
+    too_long = TransformerProcess(_predictor_host(predictor, protocol), redis_server.url, protocol=protocol,
+                                  extra=["--cache_namespace", f"e-{uuid.uuid4().hex[:8]}"])
+    unknown_model = TransformerProcess(_predictor_host(predictor, protocol), redis_server.url, protocol=protocol,
+                                       model_name="nosuch", extra=["--predictor_deadline_s", "2"])
+    try:
+        too_long.start()
+        unknown_model.start()
+        r = httpx.post(f"{too_long.url}/v1/models/sentiment:predict", json={"text": ["z" * 3000]})
+        assert r.status_code == 413, r.text
+        # The predictor names its own field: 'instances' on v1, the tensor 'text' on v2.
+        assert re.fullmatch(r"predictor: '(instances|text)\[0\]' has 3000 characters; the limit is 2000",
+                            r.json()["error"]), r.text
+        r = httpx.post(f"{unknown_model.url}/v1/models/nosuch:predict", json={"text": ["who am i"]})
+        assert r.status_code == 404, r.text
+        assert r.json()["error"].startswith("predictor: ") and "nosuch" in r.json()["error"]
+    finally:
+        too_long.stop()
+        unknown_model.stop()
 
 
 def test_cached_answers_survive_the_predictor_going_away(model_dir, redis_server):

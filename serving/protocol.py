@@ -15,7 +15,7 @@ import numpy as np
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from .errors import BadInput
-from .inputs import TextLimits, texts_from_tensor
+from .limits import TextLimits, texts_from_tensor
 
 TEXT_INPUT = "text"
 PROBABILITIES_OUTPUT = "probabilities"

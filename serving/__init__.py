@@ -1,0 +1,1 @@
+"""What the predictor and the transformer share: errors, protocol shapes, limits, settings, KServe start-up."""
