@@ -66,6 +66,13 @@ class NotFound(ServiceError):
     status_code = StatusCode.NOT_FOUND
 
 
+class MethodNotAllowed(ServiceError):
+    """The route exists but takes another method."""
+
+    http_status = 405
+    status_code = StatusCode.UNIMPLEMENTED
+
+
 class TooLarge(ServiceError):
     """The request exceeds a configured size limit (texts, characters, tokens, bytes)."""
 

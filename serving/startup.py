@@ -8,6 +8,7 @@ the fix. KServe is imported here lazily: settings and tests never need it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import warnings
 from collections.abc import Callable
@@ -33,11 +34,11 @@ class KServeChanged(RuntimeError):
 def check_kserve() -> None:
     """Raise KServeChanged naming every internal that moved."""
     from kserve import model_server
-    from kserve.constants import constants
     from kserve.protocol.grpc import interceptors
     from kserve.protocol.model_repository_extension import ModelRepositoryExtension
     from kserve.protocol.rest import server as rest
 
+    constants = importlib.import_module("kserve.constants.constants")  # `kserve.constants` is rebound by kserve
     problems = []
     if getattr(constants, "FASTAPI_APP_IMPORT_STRING", None) != KSERVE_APP:
         problems.append(f"uvicorn no longer imports the app from {KSERVE_APP}")

@@ -29,8 +29,8 @@ from tritonclient import grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tests.predictor.tiny_model import WORDS, build_tiny_model
-from tests.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
-from tests.transformer.clients import predictor_answers, predictor_probs, rows_to_probs
+from tests.processes import PredictorProcess, RedisServer, TransformerProcess, free_port, wait_until
+from tests.transformer.clients import metric, predictor_answers, predictor_probs, rows_to_probs
 
 LABELS2 = ("NEGATIVE", "POSITIVE")
 
@@ -127,7 +127,8 @@ def test_transformer_sheds_load_past_max_inflight(redis_module):
         with ThreadPoolExecutor(2) as pool:
             waiting = [pool.submit(httpx.post, f"{transformer.url}/v1/models/sentiment:predict",
                                    json={"text": [f"t{i}"]}, timeout=30) for i in range(2)]
-            time.sleep(0.5)  # let both requests reach the transformer
+            wait_until(lambda: metric(transformer, "sentiment_inflight_requests") == 2, 10,
+                       "both requests to be in flight")
             r = httpx.post(f"{transformer.url}/v1/models/sentiment:predict", json={"text": ["third"]})
             assert r.status_code == 429
             assert r.json()["error"] == "transformer busy: 2 requests in flight; the limit is 2; retry later"
@@ -227,14 +228,12 @@ def test_predictor_killed_and_restarted_during_load(tiny_dirs, redis_module):
     try:
         for t in threads:
             t.start()
-        while len(results) < 100:
-            time.sleep(0.05)
+        wait_until(lambda: len(results) >= 100, 120, "100 answers before the kill")
         predictor.kill()
         predictor = PredictorProcess(tiny_dirs[0], extra=["--runtime", "torch"], http_port=port,
                                      grpc_port=grpc_port).start()
         served_before = len(results)
-        while len(results) < served_before + 200:
-            time.sleep(0.05)
+        wait_until(lambda: len(results) >= served_before + 200, 180, "200 answers after the restart")
         stop.set()
         for t in threads:
             t.join(deadline_s + 30)
@@ -328,17 +327,27 @@ def test_model_repository_api_cannot_unload_the_model(tiny_stack, server):
     assert r.status_code == 200 and len(r.json()["predictions"]) == 1
 
 
-def test_texts_are_never_logged(tiny_stack):
-    predictor, transformer = tiny_stack
-    marker = f"secret-marker-{uuid.uuid4().hex}"
-    url = f"{transformer.url}/v1/models/sentiment:predict"
-    assert httpx.post(url, json={"text": [f"i love {marker}"]}).status_code == 200
-    assert httpx.post(url, json={"text": [f"i love {marker}", 5]}).status_code == 400
-    assert httpx.post(url, json={"text": [marker * 1000]}).status_code == 413
-    assert httpx.post(url, content=f'{{"text": ["{marker}"'.encode()).status_code == 400
-    time.sleep(0.2)  # let both processes flush their logs
-    for server in (predictor, transformer):
-        assert marker not in server.log(), f"{server.name} logged a text"
+def test_texts_are_never_logged(tiny_dirs, redis_module):
+    """Even with a log line per request (--log_requests), no text reaches a log."""
+    predictor = PredictorProcess(tiny_dirs[0], extra=["--runtime", "torch", "--log_requests"]).start()
+    transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis_module.url,
+                                     extra=["--log_requests"]).start()
+    try:
+        marker = f"secret-marker-{uuid.uuid4().hex}"
+        url = f"{transformer.url}/v1/models/sentiment:predict"
+        assert httpx.post(url, json={"text": [f"i love {marker}"]}).status_code == 200
+        assert httpx.post(url, json={"text": [f"i love {marker}", 5]}).status_code == 400
+        assert httpx.post(url, json={"text": [marker * 1000]}).status_code == 413
+        assert httpx.post(url, content=f'{{"text": ["{marker}"'.encode()).status_code == 400
+        # Every request is in the logs before we look for the marker.
+        wait_until(lambda: transformer.log().count("POST /v1/models/sentiment:predict") >= 4, 10,
+                   "the transformer's access log lines")
+        wait_until(lambda: "POST /v2/models/sentiment/infer" in predictor.log(), 10, "the predictor's access log line")
+        for server in (predictor, transformer):
+            assert marker not in server.log(), f"{server.name} logged a text"
+    finally:
+        transformer.stop()
+        predictor.stop()
 
 
 def test_redis_keys_hold_hashes_not_texts(tiny_stack, redis_module):

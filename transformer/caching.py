@@ -45,10 +45,12 @@ class CachedClassifier:
             raise Overloaded(f"transformer busy: {self.inflight} requests in flight; the limit is "
                              f"{self.max_inflight}; retry later")
         self.inflight += 1
+        metrics.INFLIGHT.inc()
         try:
             return await self._classify(texts)
         finally:
             self.inflight -= 1
+            metrics.INFLIGHT.dec()
 
     async def _classify(self, texts: list[str]) -> Predictions:
         unique = list(dict.fromkeys(texts))

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from serving.errors import BadInput, InternalError, ServiceError, rest_response
+from serving.errors import BadInput, InternalError, MethodNotAllowed, ServiceError, rest_response
 from serving.startup import send_json
 
 from . import metrics
@@ -40,8 +40,12 @@ class FastJsonRoutes:
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
         handler = self.routes.get(path) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST":
+        if handler is None:
             await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            status, content, headers = rest_response(MethodNotAllowed(f"{path} takes POST, not {scope['method']}"))
+            await send_json(send, status, content, [*headers, (b"allow", b"POST")])
             return
         start = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = []

@@ -1,6 +1,6 @@
 """Prometheus metrics of the transformer, served on KServe's /metrics next to its own."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 CACHE_HITS = Counter("sentiment_cache_hits_total", "Texts answered from the cache.")
 CACHE_MISSES = Counter("sentiment_cache_misses_total", "Texts sent to the predictor.")
@@ -18,3 +18,4 @@ REQUEST_LATENCY = Histogram("sentiment_request_duration_seconds",
                             "Time to answer a JSON route request, body read included.", ["route"],
                             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                                      30, 60))
+INFLIGHT = Gauge("sentiment_inflight_requests", "Requests being answered (cache lookup or predictor call) right now.")

@@ -18,11 +18,11 @@ from serving.errors import Unavailable, UpstreamFailed, from_peer_grpc, from_pee
 from serving.protocol import LABELS_OUTPUT, PROBABILITIES_OUTPUT, TEXT_INPUT
 
 from . import metrics
+from .settings import PROTOCOLS
 from .shapes import Predictions
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("v1", "v2", "grpc-v2")
 
 
 class _Retryable(Exception):

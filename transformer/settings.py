@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from serving.settings import ServerSettings, flag_bool, setting
 
-from .predictor_client import PROTOCOLS
+PROTOCOLS = ("v1", "v2", "grpc-v2")
+"""How the transformer can call the predictor: KServe v1 JSON, v2 REST, v2 gRPC."""
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,7 @@ def test_redis_over_tls_with_a_private_ca(predictor, tmp_path):
 
 
 def test_predictor_cold_start(model_dir, redis_server):
-    """The first request arrives 5 s before the predictor process even starts: it still succeeds."""
+    """The first request arrives before the predictor process even starts: it still succeeds."""
     http_port, grpc_port = free_port(), free_port()
     transformer = TransformerProcess(f"127.0.0.1:{http_port}", redis_server.url,
                                      extra=["--cache_namespace", f"cold-{uuid.uuid4().hex[:6]}"]).start()
@@ -193,7 +193,10 @@ def test_predictor_cold_start(model_dir, redis_server):
     thread = threading.Thread(target=call)
     try:
         thread.start()
-        thread.join(5)
+        # The request is in flight and has found no predictor (more than once) before the process starts.
+        wait_until(lambda: metric(transformer, "sentiment_inflight_requests") == 1
+                   and metric(transformer, 'sentiment_predictor_errors_total{kind="unreachable"}') >= 3,
+                   10, "the request to wait for the absent predictor")
         assert thread.is_alive(), "the request should still be waiting for the predictor"
         predictor.start(wait=False)
         thread.join(120)

@@ -1,0 +1,44 @@
+"""The KServe start-up guard and the one-worker rule, in fresh processes (the test process keeps kserve out)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.processes import REPO
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_the_pinned_kserve_passes_the_guard():
+    result = run_python("from serving.startup import check_kserve; check_kserve(); print('ok')")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize(("break_kserve", "named"), [
+    ("import kserve.protocol.rest.server as m; del m.not_implemented_error_handler",
+     "kserve.protocol.rest.server.not_implemented_error_handler"),
+    ("import kserve.protocol.rest.server as m; del m.generic_exception_handler",
+     "kserve.protocol.rest.server.generic_exception_handler"),
+    ("from kserve.protocol.model_repository_extension import ModelRepositoryExtension as m; del m.unload",
+     "ModelRepositoryExtension.unload"),
+    ("import importlib; m = importlib.import_module('kserve.constants.constants'); "
+     "m.FASTAPI_APP_IMPORT_STRING = 'elsewhere:app'",
+     "kserve.model_server:app"),
+])
+def test_a_moved_kserve_internal_fails_start_up_loudly(break_kserve, named):
+    result = run_python(f"{break_kserve}\nfrom serving.startup import check_kserve; check_kserve()")
+    assert result.returncode != 0
+    assert "KServeChanged: this KServe version differs" in result.stderr and named in result.stderr
+
+
+@pytest.mark.parametrize("command", [["predictor", "--model_dir", "/nonexistent"], ["transformer"]])
+def test_more_than_one_worker_is_refused_at_start_up(command):
+    result = subprocess.run([sys.executable, "-m", *command, "--workers", "2"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--workers=2 is not supported: run one worker per pod and scale pods" in result.stderr
