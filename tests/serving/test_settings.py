@@ -65,3 +65,17 @@ def test_bad_values_name_the_setting():
 def test_limits_come_from_the_shared_flags():
     limits = transformer(["--max_texts", "8", "--max_chars", "100", "--max_body_bytes", "1000"]).limits
     assert (limits.max_texts, limits.max_chars, limits.max_body_bytes) == (8, 100, 1000)
+
+
+def test_the_readme_lists_every_setting():
+    import dataclasses
+
+    from tests.processes import REPO
+
+    section = (REPO / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    for cls in (PredictorSettings, TransformerSettings):
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("flag"):
+                assert f"`--{f.name}`" in section, f"README's Configuration lacks --{f.name}"
+            if f.metadata.get("env"):
+                assert f"`{f.metadata['env']}`" in section, f"README's Configuration lacks {f.metadata['env']}"

@@ -42,3 +42,10 @@ def test_more_than_one_worker_is_refused_at_start_up(command):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "--workers=2 is not supported: run one worker per pod and scale pods" in result.stderr
+
+
+def test_the_transformer_imports_neither_the_predictor_nor_torch():
+    result = run_python("import sys, transformer.__main__, transformer.routes, transformer.model\n"
+                        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('predictor', 'torch')))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
