@@ -16,10 +16,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.kserve.rendering import KSERVE, OVERLAYS, find, rendered
 from tests.processes import REPO, SHARED
 
 KUBERNETES_VERSION = "1.30"
-OVERLAYS = ["dev", "prod"]
 CORE_KINDS = {"Namespace", "Secret", "Service", "ServiceAccount", "Deployment", "NetworkPolicy",
               "PodDisruptionBudget"}
 CRD_SCHEMAS = {
@@ -28,20 +28,6 @@ CRD_SCHEMAS = {
     ("security.istio.io/v1", "AuthorizationPolicy"): "authorizationpolicy_v1.json",
     ("security.istio.io/v1", "PeerAuthentication"): "peerauthentication_v1.json",
 }
-
-
-def render(overlay: str | Path) -> list[dict]:
-    path = overlay if isinstance(overlay, Path) else REPO / "kserve" / "overlays" / overlay
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl not found: install it (apt-get install -y kubernetes-client)")
-    out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-@cache
-def rendered(overlay: str) -> tuple[dict, ...]:
-    return tuple(render(overlay))
 
 
 def strict(schema: dict) -> dict:
@@ -82,12 +68,6 @@ def validate(doc: dict) -> None:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     else:
         raise AssertionError(f"no schema to validate {key}")
-
-
-def find(docs, kind: str, name: str) -> dict:
-    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
-    return matches[0]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -274,6 +254,16 @@ def test_prod_istio_policies():
     assert {"serving.kserve.io/inferenceservice": "sentiment", "component": "transformer"} in pdb_selectors
     grpc = find(docs, "InferenceService", "sentiment-grpc")
     assert container(grpc["spec"]["predictor"])["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+
+
+def test_kustomizations_use_current_fields_and_render_without_warnings():
+    for path in KSERVE.rglob("kustomization.yaml"):
+        fields = set(yaml.safe_load(path.read_text()))
+        assert not fields & {"patchesJson6902", "patchesStrategicMerge", "bases", "vars"}, path
+    for overlay in OVERLAYS:
+        result = subprocess.run(["kubectl", "kustomize", str(KSERVE / "overlays" / overlay)], capture_output=True,
+                                text=True, check=True)
+        assert "deprecated" not in result.stderr.lower(), result.stderr
 
 
 def test_dockerfiles_pass_hadolint():
