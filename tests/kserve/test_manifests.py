@@ -278,6 +278,32 @@ def test_cache_namespace_is_a_literal_equal_to_the_overlay_namespace(overlay):
     assert env["CACHE_NAMESPACE"] == {"name": "CACHE_NAMESPACE", "value": svc["metadata"]["namespace"]}
 
 
+def all_inference_services():
+    for setup in OVERLAYS:
+        docs = rendered(setup)
+        for svc in (d for d in docs if d["kind"] == "InferenceService"):
+            yield f"{setup}:{svc['metadata']['name']}", svc
+
+
+def test_every_model_download_pins_a_revision():
+    for where, svc in all_inference_services():
+        predictor = svc["spec"]["predictor"]
+        # KServe reads STORAGE_URI from a custom container's env; a storageUri field would be refused.
+        assert "storageUri" not in predictor and "storageUris" not in predictor
+        [uri] = [e["value"] for e in container(predictor)["env"] if e["name"] == "STORAGE_URI"]
+        # hf://<org>/<model>:<commit> (kserve_storage.py _download_hf: revision after ':')
+        assert re.fullmatch(r"hf://[\w.-]+/[\w.-]+:[0-9a-f]{40}", uri), (where, uri)
+
+
+def test_every_component_runs_one_worker():
+    for where, svc in all_inference_services():
+        for component in ("predictor", "transformer"):
+            if component in svc["spec"]:
+                args = container(svc["spec"][component])["args"]
+                # KServe skips its own --workers when any argument starts with --workers.
+                assert [a for a in args if a.startswith("--workers")] == ["--workers=1"], (where, component)
+
+
 def test_dockerfiles_pass_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     result = subprocess.run([hadolint, "Dockerfile.predictor", "Dockerfile.transformer"], cwd=REPO,
