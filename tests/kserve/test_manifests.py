@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.kserve.rendering import KSERVE, OVERLAYS, find, rendered
-from tests.processes import REPO, SHARED
+from tests.processes import REPO, SHARED, free_port, wait_until
 
 KUBERNETES_VERSION = "1.30"
 CORE_KINDS = {"Namespace", "Secret", "Service", "ServiceAccount", "Deployment", "NetworkPolicy",
@@ -235,14 +235,81 @@ def test_network_policy_admits_only_transformer_pods_to_redis(overlay):
         assert f"//{service['metadata']['name']}:6379/" in base64.b64decode(url).decode()
 
 
-def test_redis_is_a_bounded_cache_with_auth():
-    redis_container = find(rendered("prod"), "Deployment", "sentiment-redis")["spec"]["template"]["spec"][
-        "containers"][0]
-    args = redis_container["args"]
-    assert args[args.index("--maxmemory-policy") + 1] == "allkeys-lru"
-    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
-    assert args[args.index("--appendonly") + 1] == "no"
-    assert redis_container["securityContext"]["readOnlyRootFilesystem"]
+def redis_container(docs) -> dict:
+    [c] = find(docs, "Deployment", "sentiment-redis")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def redis_config(c: dict) -> dict[str, str]:
+    """The redis.conf lines the container's start-up script writes, as {directive: value}."""
+    script = c["args"][0]
+    lines = re.findall(r'^\s*["\'](\S+ [^"\']*|save "")["\'] ?\\?$', script, re.M)
+    return dict(line.split(" ", 1) for line in lines)
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "mb": 1, "gb": 1024}
+    number, unit = re.fullmatch(r"(\d+)(\w*)", quantity).groups()
+    return int(number) * units[unit]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_redis_is_a_bounded_cache_with_auth_and_no_password_in_arguments(overlay):
+    c = redis_container(rendered(overlay))
+    assert c["command"] == ["sh", "-c"] and len(c["args"]) == 1
+    script = c["args"][0]
+    assert script.rstrip().endswith('exec redis-server /data/redis.conf "$@"')
+    assert "/data" in {m["mountPath"] for m in c["volumeMounts"]}
+    config = redis_config(c)
+    assert config["requirepass"] == "$REDIS_PASSWORD"
+    assert config["maxmemory-policy"] == "allkeys-lru"
+    assert config["appendonly"] == "no" and config["save"] == '""'
+    # Below the container limit with room for fragmentation, client buffers and the process.
+    assert mebibytes(config["maxmemory"]) <= 0.75 * mebibytes(c["resources"]["limits"]["memory"])
+    # Nothing passes the password on a command line: not the server, not the probes.
+    assert "$(REDIS_PASSWORD)" not in json.dumps(c)
+    assert " -a " not in json.dumps(c) and "--requirepass" not in json.dumps(c)
+    password_ref = {"secretKeyRef": {"name": "sentiment-redis", "key": "password"}}
+    assert {"name": "REDISCLI_AUTH", "valueFrom": password_ref} in c["env"]
+    assert "redis-cli ping" in " ".join(c["readinessProbe"]["exec"]["command"])
+    assert c["securityContext"]["readOnlyRootFilesystem"]
+
+
+def test_redis_image_is_a_patched_release():
+    image = redis_container(rendered("prod"))["image"]
+    version = tuple(int(x) for x in re.fullmatch(r"redis:(\d+)\.(\d+)\.(\d+)-alpine", image).groups())
+    # CVE-2026-23479 (use-after-free, redis-server 7.2.0 through 8.6.2) is fixed in 8.6.3.
+    assert version >= (8, 6, 3)
+
+
+def test_redis_start_up_script_runs_and_keeps_the_password_out_of_argv(tmp_path):
+    """Run the manifest's own script with the local redis-server (its /data moved to a temp dir)."""
+    redis_server, redis_cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if not (redis_server and redis_cli):
+        pytest.skip("redis-server/redis-cli not installed")
+    c = redis_container(rendered("dev"))
+    port = free_port()
+    script = c["args"][0].replace("/data", str(tmp_path))
+    password = "s3cret-Only.For_tests"
+    env = {"PATH": "/usr/bin:/bin", "REDIS_PASSWORD": password, "REDISCLI_AUTH": password}
+    refused = subprocess.run([*c["command"], script], env={**env, "REDIS_PASSWORD": "has space"},
+                             capture_output=True, text=True, timeout=10)
+    assert refused.returncode != 0 and "REDIS_PASSWORD must" in refused.stderr
+    server = subprocess.Popen([*c["command"], script, "redis", "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+    try:
+        probe = [*c["readinessProbe"]["exec"]["command"][:2],
+                 c["readinessProbe"]["exec"]["command"][2].replace("redis-cli", f"redis-cli -p {port}")]
+        wait_until(lambda: subprocess.run(probe, env=env, capture_output=True).returncode == 0, 10,
+                   "redis readiness probe", server)
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        assert password.encode() not in cmdline and cmdline.startswith(b"redis-server")
+        assert (tmp_path / "redis.conf").stat().st_mode & 0o077 == 0
+        unauthenticated = subprocess.run([redis_cli, "-p", str(port), "get", "k"], capture_output=True, text=True,
+                                         env={"PATH": env["PATH"]})
+        assert "NOAUTH" in unauthenticated.stdout + unauthenticated.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_prod_istio_policies():
