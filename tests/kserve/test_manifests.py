@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.kserve.rendering import KSERVE, OVERLAYS, find, rendered
+from tests.kserve.rendering import KSERVE, OVERLAYS, find, render, rendered
 from tests.processes import REPO, SHARED, free_port, wait_until
 
 KUBERNETES_VERSION = "1.30"
@@ -369,6 +369,46 @@ def test_every_component_runs_one_worker():
                 args = container(svc["spec"][component])["args"]
                 # KServe skips its own --workers when any argument starts with --workers.
                 assert [a for a in args if a.startswith("--workers")] == ["--workers=1"], (where, component)
+
+
+def test_the_inference_service_is_cluster_local_and_the_public_route_goes_through_the_local_gateway():
+    for overlay in OVERLAYS:
+        svc = isvc(overlay)
+        # On the InferenceService: KServe copies its labels to the Knative Services it creates.
+        assert svc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+        for component in ("predictor", "transformer"):
+            assert "networking.knative.dev/visibility" not in svc["spec"][component].get("annotations", {})
+    docs = rendered("prod")
+    svc = isvc("prod")
+    [route] = find(docs, "VirtualService", "sentiment-public")["spec"]["http"]
+    name, namespace = svc["metadata"]["name"], svc["metadata"]["namespace"]
+    assert route["rewrite"]["authority"] == f"{name}.{namespace}.svc.cluster.local"
+    assert route["route"][0]["destination"]["host"] == "knative-local-gateway.istio-system.svc.cluster.local"
+
+
+def test_the_mesh_knob_moves_every_gateway_and_revision_reference(tmp_path):
+    """Switch overlays/prod to the AKS Istio add-on in its one place and check the whole output."""
+    tree = tmp_path / "kserve"
+    shutil.copytree(KSERVE, tree)
+    kustomization = tree / "overlays" / "prod" / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert text.count("istioRevision=default") == 1 and text.count("gatewayNamespace=istio-system") == 1
+    kustomization.write_text(text.replace("istioRevision=default", "istioRevision=asm-1-25")
+                             .replace("gatewayNamespace=istio-system", "gatewayNamespace=aks-istio-ingress"))
+    docs = render(tree / "overlays" / "prod")
+    assert "istio-system" not in yaml.safe_dump_all(docs)
+    assert not [d for d in docs if d["kind"] == "ConfigMap"]  # the knob itself is never applied
+    assert find(docs, "Namespace", "sentiment-prod")["metadata"]["labels"] == {"istio.io/rev": "asm-1-25"}
+    serving = find(docs, "AuthorizationPolicy", "sentiment-serving")
+    assert serving["spec"]["rules"][0]["from"][0]["source"]["namespaces"][0] == "aks-istio-ingress"
+    [route] = find(docs, "VirtualService", "sentiment-public")["spec"]["http"]
+    assert route["route"][0]["destination"]["host"] == "knative-local-gateway.aks-istio-ingress.svc.cluster.local"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_namespaces_get_sidecars_by_revision_label(overlay):
+    [ns] = [d for d in rendered(overlay) if d["kind"] == "Namespace"]
+    assert ns["metadata"]["labels"] == {"istio.io/rev": "default"}
 
 
 def seconds(duration: str) -> int:
