@@ -1,9 +1,11 @@
-"""Render the kustomize overlays the way an operator does."""
+"""Render the kustomize overlays (and overlays with opt-in components) the way an operator does."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -28,6 +30,29 @@ def render(path: Path) -> list[dict]:
 @cache
 def rendered(overlay: str) -> tuple[dict, ...]:
     return tuple(render(KSERVE / "overlays" / overlay))
+
+
+def write_overlay(directory: Path, overlay: str, components: list[str], namespace: str) -> Path:
+    """An overlay of the operator's own, outside the repository: `overlay` plus `components`.
+
+    Kustomize refuses absolute paths to other kustomizations, so they are written relative.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(KSERVE / "overlays" / overlay, directory)],
+        "components": [os.path.relpath(KSERVE / "components" / c, directory) for c in components],
+        "namespace": namespace,
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return directory
+
+
+@cache
+def rendered_prod_with_grpc() -> tuple[dict, ...]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return tuple(render(write_overlay(Path(tmp) / "prod-grpc", "prod", ["grpc"], "sentiment-prod")))
 
 
 def find(docs, kind: str, name: str) -> dict:

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.kserve.rendering import KSERVE, OVERLAYS, find, render, rendered
+from tests.kserve.rendering import KSERVE, OVERLAYS, find, render, rendered, rendered_prod_with_grpc
 from tests.processes import REPO, SHARED, free_port, wait_until
 
 KUBERNETES_VERSION = "1.30"
@@ -140,6 +140,7 @@ def test_prod_predictor_scales_to_zero_and_transformer_stays_warm():
     assert svc["spec"]["transformer"]["minReplicas"] == 1
 
 
+@cache
 def _help(module: str) -> str:
     return subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
                           check=True, timeout=120).stdout
@@ -312,30 +313,64 @@ def test_redis_start_up_script_runs_and_keeps_the_password_out_of_argv(tmp_path)
         server.wait(timeout=10)
 
 
-def test_prod_istio_policies():
-    docs = rendered("prod")
+def serving_pod_labels(svc: dict, component: str) -> dict:
+    """The labels KServe puts on a component's pods: the InferenceService's own labels plus its
+    name and component (kserve components/predictor.go buildObjectMeta, transformer.go)."""
+    return {**svc["metadata"].get("labels", {}), **svc["spec"][component].get("labels", {}),
+            "serving.kserve.io/inferenceservice": svc["metadata"]["name"], "component": component}
+
+
+@pytest.mark.parametrize("setup", ["prod", "prod+grpc"])
+def test_prod_istio_policies_cover_every_serving_pod_and_only_the_transformer_reaches_redis(setup):
+    docs = rendered("prod") if setup == "prod" else rendered_prod_with_grpc()
     assert find(docs, "PeerAuthentication", "default")["spec"]["mtls"]["mode"] == "STRICT"
+    serving = find(docs, "AuthorizationPolicy", "sentiment-serving")["spec"]
+    selector = serving["selector"]["matchLabels"]
+    for svc in (d for d in docs if d["kind"] == "InferenceService"):
+        for component in ("predictor", "transformer"):
+            if component in svc["spec"]:
+                assert selector.items() <= serving_pod_labels(svc, component).items(), svc["metadata"]["name"]
+    redis_pod = find(docs, "Deployment", "sentiment-redis")["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= redis_pod.items()  # ALLOW policies add up: Redis keeps its own
+    [rule] = serving["rules"]
+    assert rule["from"][0]["source"]["namespaces"] == ["istio-system", "knative-serving", "sentiment-prod"]
     redis_policy = find(docs, "AuthorizationPolicy", "sentiment-redis")
-    sa = isvc("prod")["spec"]["transformer"]["serviceAccountName"]
+    sa = find(docs, "InferenceService", "sentiment")["spec"]["transformer"]["serviceAccountName"]
     find(docs, "ServiceAccount", sa)
     principals = redis_policy["spec"]["rules"][0]["from"][0]["source"]["principals"]
     assert principals == [f"cluster.local/ns/sentiment-prod/sa/{sa}"]
-    vs = find(docs, "VirtualService", "sentiment-public")
-    assert vs["spec"]["http"][0]["rewrite"]["authority"] == "sentiment.sentiment-prod.svc.cluster.local"
     pdb_selectors = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
-    assert {"serving.kserve.io/inferenceservice": "sentiment", "component": "transformer"} in pdb_selectors
+    for svc in (d for d in docs if d["kind"] == "InferenceService"):
+        for component in ("predictor", "transformer"):
+            if component in svc["spec"]:
+                labels = serving_pod_labels(svc, component)
+                assert any(sel.items() <= labels.items() for sel in pdb_selectors), (svc["metadata"]["name"], component)
+
+
+def test_prod_renders_exactly_one_inference_service():
+    assert [d["metadata"]["name"] for d in rendered("prod") if d["kind"] == "InferenceService"] == ["sentiment"]
+
+
+def test_grpc_component_renders_validates_and_is_locked_down_like_the_main_one():
+    docs = rendered_prod_with_grpc()
+    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "InferenceService") == ["sentiment",
+                                                                                              "sentiment-grpc"]
+    for doc in docs:
+        validate(doc)
+        assert doc["metadata"].get("namespace", "sentiment-prod") == "sentiment-prod"
     grpc = find(docs, "InferenceService", "sentiment-grpc")
-    assert container(grpc["spec"]["predictor"])["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
-
-
-def test_kustomizations_use_current_fields_and_render_without_warnings():
-    for path in KSERVE.rglob("kustomization.yaml"):
-        fields = set(yaml.safe_load(path.read_text()))
-        assert not fields & {"patchesJson6902", "patchesStrategicMerge", "bases", "vars"}, path
-    for overlay in OVERLAYS:
-        result = subprocess.run(["kubectl", "kustomize", str(KSERVE / "overlays" / overlay)], capture_output=True,
-                                text=True, check=True)
-        assert "deprecated" not in result.stderr.lower(), result.stderr
+    main = find(docs, "InferenceService", "sentiment")
+    assert set(grpc["spec"]) == {"predictor"}
+    c = container(grpc["spec"]["predictor"])
+    assert c["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+    assert flags(c["args"])["grpc_port"] == "8081"
+    assert "securityContext" not in grpc["spec"]["predictor"]
+    assert_locked_down(c["securityContext"])
+    main_predictor = container(main["spec"]["predictor"])
+    assert c["image"] == main_predictor["image"] and c["env"] == main_predictor["env"]
+    assert flags(c["args"]).items() >= {k: v for k, v in flags(main_predictor["args"]).items()}.items()
+    # Public on purpose: gRPC clients come through the ingress gateway.
+    assert "networking.knative.dev/visibility" not in grpc["metadata"]["labels"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -346,8 +381,7 @@ def test_cache_namespace_is_a_literal_equal_to_the_overlay_namespace(overlay):
 
 
 def all_inference_services():
-    for setup in OVERLAYS:
-        docs = rendered(setup)
+    for setup, docs in (("dev", rendered("dev")), ("prod", rendered("prod")), ("prod+grpc", rendered_prod_with_grpc())):
         for svc in (d for d in docs if d["kind"] == "InferenceService"):
             yield f"{setup}:{svc['metadata']['name']}", svc
 
@@ -450,6 +484,42 @@ def test_every_container_requests_and_limits_ephemeral_storage(overlay):
         resources = c["resources"]
         assert resources["requests"]["ephemeral-storage"] and resources["limits"]["ephemeral-storage"], doc[
             "metadata"]["name"]
+
+
+ENTRYPOINTS = {"sentiment-predictor": ["python", "-m", "predictor"],
+               "sentiment-transformer": ["python", "-m", "transformer"]}
+RUNNABLE = {"sh", "redis-server", "redis-cli"}
+
+
+@pytest.mark.parametrize("setup", ["dev", "prod", "prod+grpc"])
+def test_containers_stay_runnable_from_command_args_and_env_alone(setup):
+    """What a generic runner needs: a known executable, env from literals or Secrets, and every
+    $(VAR) in command/args naming a declared variable (Kubernetes expands only those)."""
+    docs = rendered(setup) if setup != "prod+grpc" else rendered_prod_with_grpc()
+    for _, c in every_container(docs):
+        image = c["image"].rsplit("/", 1)[-1].split(":")[0]
+        if "command" in c:
+            assert c["command"][0] in RUNNABLE, (image, c["command"])
+        else:
+            assert image in ENTRYPOINTS, image
+        declared = set()
+        for env in c.get("env", []):
+            assert set(env) in ({"name", "value"}, {"name", "valueFrom"}), env
+            if "valueFrom" in env:
+                assert set(env["valueFrom"]) == {"secretKeyRef"}, env
+            declared.add(env["name"])
+        for arg in c.get("command", []) + c.get("args", []):
+            assert set(re.findall(r"\$\((\w+)\)", arg)) <= declared, arg
+
+
+def test_kustomizations_use_current_fields_and_render_without_warnings():
+    for path in KSERVE.rglob("kustomization.yaml"):
+        fields = set(yaml.safe_load(path.read_text()))
+        assert not fields & {"patchesJson6902", "patchesStrategicMerge", "bases", "vars"}, path
+    for overlay in OVERLAYS:
+        result = subprocess.run(["kubectl", "kustomize", str(KSERVE / "overlays" / overlay)], capture_output=True,
+                                text=True, check=True)
+        assert "deprecated" not in result.stderr.lower(), result.stderr
 
 
 def test_dockerfiles_pass_hadolint():
