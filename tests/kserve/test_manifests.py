@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import re
 import shutil
@@ -527,6 +528,41 @@ def test_dockerfiles_pass_hadolint():
     result = subprocess.run([hadolint, "Dockerfile.predictor", "Dockerfile.transformer"], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.predictor", "Dockerfile.transformer"])
+def test_images_compile_bytecode_at_build_and_copy_the_shared_package(name):
+    dockerfile = _dockerfile(name)
+    # Read-only root filesystem at run time: bytecode must already be in the image.
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)  # one line per instruction
+    compile_all = r"python -m compileall .*--invalidation-mode unchecked-hash .*/opt/venv/lib/python3.11/site-packages"
+    assert re.search(compile_all, joined)
+    for package in ("serving", "predictor", "transformer"):
+        assert f"COPY {package} ./{package}" in dockerfile
+
+
+def test_baked_predictor_image_ships_its_onnx_export():
+    dockerfile = _dockerfile("Dockerfile.predictor")
+    bake = dockerfile[dockerfile.index('if [ -n "$BAKED_MODEL" ]'):]
+    bake = bake[:bake.index("fi")]
+    assert "cp -r" in bake and "python -m predictor.export /mnt/models" in bake
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_dockerignore_keeps_the_context_small_but_complete():
+    patterns = dockerignore_patterns()
+    assert {".git", ".venv", "tests", "bench", "kserve"} <= set(patterns)
+    copied = set()
+    for name in ("Dockerfile.predictor", "Dockerfile.transformer"):
+        for line in re.findall(r"^COPY (?!--from)(.+) \S+$", _dockerfile(name), re.M):
+            copied.update(line.split())
+    assert copied == {"pyproject.toml", "README.md", "constraints.txt", "serving", "predictor", "transformer"}
+    for path in copied:
+        assert not any(fnmatch.fnmatch(path, p.lstrip("/")) for p in patterns), path
 
 
 def test_transformer_image_has_no_torch():
