@@ -523,6 +523,26 @@ def test_kustomizations_use_current_fields_and_render_without_warnings():
         assert "deprecated" not in result.stderr.lower(), result.stderr
 
 
+def deploying_section() -> str:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("## Deploying on KServe")
+    return readme[start:readme.index("\n## ", start + 1)]
+
+
+def test_readme_states_the_cluster_prerequisites_and_the_opt_ins():
+    section = deploying_section()
+    # STRICT mTLS needs sidecars on Knative's activator and autoscaler.
+    assert "kubectl label namespace knative-serving istio-injection=enabled" in section
+    assert "configuraing-istio-mtls-on-knative-serving.md" in section
+    assert "Knative Serving 1.15" in section and "KServe 0.21" in section
+    assert "kubernetes.podspec-" in section
+    for path in ("kserve/components/grpc", "kserve/components/mesh", "python -m predictor.export"):
+        assert path in section
+    assert (KSERVE / "components" / "grpc" / "kustomization.yaml").is_file()
+    uri = next(e["value"] for e in container(isvc("prod")["spec"]["predictor"])["env"] if e["name"] == "STORAGE_URI")
+    assert f"--revision {uri.rsplit(':', 1)[1]}" in section
+
+
 def test_dockerfiles_pass_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     result = subprocess.run([hadolint, "Dockerfile.predictor", "Dockerfile.transformer"], cwd=REPO,
