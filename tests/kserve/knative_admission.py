@@ -18,9 +18,10 @@ Sources (knative/serving unless noted):
   names, ports and paths, volume mounts, probes.
 - startupProbe: allowed since Knative Serving 1.15 (knative/serving pull 15309, "Add startup
   probe support to Knative Service"); refused by older releases.
-- reserved ports: knative/networking pkg/apis/networking/register.go
-  @b96cbdcc21bf229b3b0f3e6a9f90621cf36038e4 (8012, 8013, 8022, 9090, 9091) and knative/pkg
-  profiling/server.go @6b4859f3cfe67248b39669d375e899bed46c3e09 (ProfilingPort 8008).
+- reserved ports (k8s_validation.go reservedPorts): knative/serving pkg/networking/constants.go
+  @d91b5d6cdd290075a0a911ee97a5238ea19fdecb (8012, 8013, 8022, 9090, 9091) and knative/pkg
+  profiling/server.go ProfilingPort 8008 (@6b4859f3cfe67248b39669d375e899bed46c3e09 has it as
+  a string; refusing it is the conservative reading).
 
 The table lists JSON field names per Kubernetes struct: a string names the struct of an object
 field, a one-element list the struct of each list item, None a value that is not recursed
