@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 from functools import cache
@@ -12,17 +11,23 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.kserve.kubectl import find_kubectl
 from tests.processes import REPO
 
 KSERVE = REPO / "kserve"
 OVERLAYS = ["dev", "prod"]
 
 
+def kubectl() -> str:
+    found = find_kubectl()
+    if found is None:
+        pytest.fail("no kubectl with kustomize v5 (Debian's kubernetes-client is too old): "
+                    "`python -m tests.kserve.kubectl` installs one into the virtualenv, as `make install` does")
+    return found
+
+
 def render(path: Path) -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl not found: install it (apt-get install -y kubernetes-client)")
-    result = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True)
+    result = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, f"kubectl kustomize {path} failed:\n{result.stderr}"
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 

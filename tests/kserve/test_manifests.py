@@ -17,7 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.kserve.rendering import KSERVE, OVERLAYS, find, render, rendered, rendered_prod_with_grpc
+from tests.kserve.kubectl import kustomize_version
+from tests.kserve.rendering import KSERVE, OVERLAYS, find, kubectl, render, rendered, rendered_prod_with_grpc
 from tests.processes import REPO, SHARED, free_port, wait_until
 
 KUBERNETES_VERSION = "1.30"
@@ -518,7 +519,7 @@ def test_kustomizations_use_current_fields_and_render_without_warnings():
         fields = set(yaml.safe_load(path.read_text()))
         assert not fields & {"patchesJson6902", "patchesStrategicMerge", "bases", "vars"}, path
     for overlay in OVERLAYS:
-        result = subprocess.run(["kubectl", "kustomize", str(KSERVE / "overlays" / overlay)], capture_output=True,
+        result = subprocess.run([kubectl(), "kustomize", str(KSERVE / "overlays" / overlay)], capture_output=True,
                                 text=True, check=True)
         assert "deprecated" not in result.stderr.lower(), result.stderr
 
@@ -541,6 +542,18 @@ def test_readme_states_the_cluster_prerequisites_and_the_opt_ins():
     assert (KSERVE / "components" / "grpc" / "kustomization.yaml").is_file()
     uri = next(e["value"] for e in container(isvc("prod")["spec"]["predictor"])["env"] if e["name"] == "STORAGE_URI")
     assert f"--revision {uri.rsplit(':', 1)[1]}" in section
+
+
+@pytest.mark.parametrize(("prints", "version"), [
+    ("Client Version: v1.33.9\nKustomize Version: v5.6.0\n", (5, 6)),
+    # Debian's kubernetes-client: kubectl 1.20 with kustomize v2.0.3, which does not even say so.
+    ('Client Version: version.Info{Major:"1", Minor:"20", GitVersion:"v1.20.2"}\n', None),
+])
+def test_a_kubectl_too_old_for_kserve_is_recognised(tmp_path, prints, version):
+    fake = tmp_path / "kubectl"
+    fake.write_text(f"#!/bin/sh\nprintf '%s' '{prints}'\n")
+    fake.chmod(0o755)
+    assert kustomize_version(str(fake)) == version
 
 
 def test_dockerfiles_pass_hadolint():
