@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -294,7 +295,7 @@ def test_redis_start_up_script_runs_and_keeps_the_password_out_of_argv(tmp_path)
     port = free_port()
     script = c["args"][0].replace("/data", str(tmp_path))
     password = "s3cret-Only.For_tests"
-    env = {"PATH": "/usr/bin:/bin", "REDIS_PASSWORD": password, "REDISCLI_AUTH": password}
+    env = {"PATH": os.environ["PATH"], "REDIS_PASSWORD": password, "REDISCLI_AUTH": password}
     refused = subprocess.run([*c["command"], script], env={**env, "REDIS_PASSWORD": "has space"},
                              capture_output=True, text=True, timeout=10)
     assert refused.returncode != 0 and "REDIS_PASSWORD must" in refused.stderr
