@@ -7,7 +7,7 @@ SHARED_DIR ?= $(abspath ../shared)
 MODEL_DIR ?= $(SHARED_DIR)/models/sentiment-minilm-sst2
 export SHARED_DIR MODEL_DIR
 
-.PHONY: serve test lint bench install system-deps
+.PHONY: serve test lint bench install system-deps kubectl
 
 ## serve: run Redis + predictor + transformer locally (Ctrl-C stops all)
 serve: install
@@ -22,7 +22,12 @@ test: install
 bench: install
 	$(PY) -m bench.run_all
 
-install: system-deps $(VENV)/.installed
+install: system-deps $(VENV)/.installed kubectl
+
+# kserve/ needs kustomize v5 (components, replacements, patches); Debian's kubernetes-client is
+# kubectl 1.20 with kustomize v2. Keeps a current kubectl found on PATH, else installs one into .venv/bin.
+kubectl: $(VENV)/.installed
+	$(PY) -m tests.kserve.kubectl
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +38,6 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 system-deps:
-	@command -v redis-server >/dev/null && command -v kubectl >/dev/null && command -v openssl >/dev/null || { \
+	@command -v redis-server >/dev/null && command -v openssl >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl $$(command -v kubectl >/dev/null || echo kubernetes-client); }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl; }

@@ -1,0 +1,66 @@
+"""Render the kustomize overlays (and overlays with opt-in components) the way an operator does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.kserve.kubectl import find_kubectl
+from tests.processes import REPO
+
+KSERVE = REPO / "kserve"
+OVERLAYS = ["dev", "prod"]
+
+
+def kubectl() -> str:
+    found = find_kubectl()
+    if found is None:
+        pytest.fail("no kubectl with kustomize v5 (Debian's kubernetes-client is too old): "
+                    "`python -m tests.kserve.kubectl` installs one into the virtualenv, as `make install` does")
+    return found
+
+
+def render(path: Path) -> list[dict]:
+    result = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, f"kubectl kustomize {path} failed:\n{result.stderr}"
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+@cache
+def rendered(overlay: str) -> tuple[dict, ...]:
+    return tuple(render(KSERVE / "overlays" / overlay))
+
+
+def write_overlay(directory: Path, overlay: str, components: list[str], namespace: str) -> Path:
+    """An overlay of the operator's own, outside the repository: `overlay` plus `components`.
+
+    Kustomize refuses absolute paths to other kustomizations, so they are written relative.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(KSERVE / "overlays" / overlay, directory)],
+        "components": [os.path.relpath(KSERVE / "components" / c, directory) for c in components],
+        "namespace": namespace,
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return directory
+
+
+@cache
+def rendered_prod_with_grpc() -> tuple[dict, ...]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return tuple(render(write_overlay(Path(tmp) / "prod-grpc", "prod", ["grpc"], "sentiment-prod")))
+
+
+def find(docs, kind: str, name: str) -> dict:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
