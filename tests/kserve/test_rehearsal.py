@@ -1,0 +1,154 @@
+"""Pod rehearsal of the dev overlay: Redis, two predictor pods and the transformer, each started from the
+rendered manifest as the cluster would start it (tests/kserve/rehearsal.py), then one prediction through
+transformer -> predictor -> Redis. Needs bubblewrap (make system-deps) and the shared model.
+
+REHEARSE_OVERLAY=path/to/overlay rehearses another kustomize overlay (default: this repo's dev overlay),
+e.g. a branch's manifests before they are merged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from predictor.classifier import fingerprint
+from tests.kserve.rehearsal import (
+    MODELS_MOUNT,
+    Rehearsal,
+    bwrap_problem,
+    expand,
+    fake_hf_download,
+    kserve_transformer_args,
+    rewrite_ports,
+)
+from tests.kserve.test_manifests import find, render, rendered
+
+pytestmark = pytest.mark.timeout(600)
+
+TEXTS = ["I love this movie", "This was a terrible waste of time", "A quiet, thoughtful film."]
+COLD_START_S = 300  # two predictors export ONNX at once on a shared 2-core machine
+
+
+@pytest.fixture(scope="module")
+def pods(tmp_path_factory, model_dir):
+    problem = bwrap_problem()
+    if problem:
+        pytest.skip(problem)
+    overlay = os.environ.get("REHEARSE_OVERLAY")
+    docs = render(Path(overlay)) if overlay else list(rendered("dev"))
+    work = tmp_path_factory.mktemp("rehearsal")
+    rehearsal = Rehearsal(docs, work)
+    try:
+        redis_pod = rehearsal.deployment("sentiment-redis")
+        # Two predictor pods, each with its own storage-initializer download (different timestamps).
+        predictors = [rehearsal.component("sentiment", "predictor", replica=f"-{i}",
+                                          models=fake_hf_download(model_dir, work / f"models-{i}", stamp))
+                      for i, stamp in enumerate((1764000000.25, 1764086400.75))]
+        transformer = rehearsal.component("sentiment", "transformer")
+        for pod in (redis_pod, transformer, *predictors):
+            pod.wait_ready(COLD_START_S)
+        yield SimpleNamespace(docs=docs, redis=redis_pod, predictors=predictors, transformer=transformer,
+                              all=[redis_pod, *predictors, transformer])
+    finally:
+        rehearsal.stop()
+
+
+def _predictor_answer(pod, texts):
+    response = httpx.post(f"{pod.url()}/v1/models/sentiment:predict", json={"instances": texts}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_prediction_through_transformer_predictor_and_redis(pods):
+    response = httpx.post(f"{pods.transformer.url()}/v1/models/sentiment:predict", json={"text": TEXTS}, timeout=60)
+    assert response.status_code == 200, response.text
+    rows = response.json()["predictions"]
+    direct = _predictor_answer(pods.predictors[0], TEXTS)
+    assert [row[0]["label"] for row in rows[:2]] == ["POSITIVE", "NEGATIVE"]
+    for row, expected in zip(rows, direct["predictions"], strict=True):
+        assert [r["label"] for r in row] == [e["label"] for e in expected]
+        np.testing.assert_allclose([r["score"] for r in row], [e["score"] for e in expected], atol=1e-4)
+        assert sum(r["score"] for r in row) == pytest.approx(1.0, abs=1e-5)
+
+    # Every sentence landed in the rehearsed Redis under the key the transformer's env asks for.
+    secret = find(pods.docs, "Secret", "sentiment-redis")
+    client = redis.Redis(port=pods.redis.port(6379), password=pods.redis.env["REDIS_PASSWORD"], socket_timeout=5)
+    assert secret["data"]["password"]  # the password came from the rendered Secret
+    namespace = pods.transformer.env.get("CACHE_NAMESPACE", "sentiment")
+    keys = [f"{namespace}:sentiment:{direct['model_version']}:s1:{hashlib.sha256(t.encode()).hexdigest()}"
+            for t in TEXTS]
+    assert all(client.mget(keys)), f"cache keys missing; Redis holds {client.keys('*')}"
+
+    # The same request again is answered from the cache.
+    again = httpx.post(f"{pods.transformer.url()}/v1/models/sentiment:predict", json={"text": TEXTS}, timeout=60)
+    assert again.json() == response.json()
+    metrics = httpx.get(f"{pods.transformer.url()}/metrics", timeout=10).text
+    hits = re.search(r"^sentiment_cache_hits_total (\S+)$", metrics, re.M)
+    assert hits and float(hits.group(1)) >= len(TEXTS)
+
+
+def test_every_predictor_pod_reports_the_same_model_version(pods, model_dir):
+    versions = {_predictor_answer(pod, TEXTS[:1])["model_version"] for pod in pods.predictors}
+    assert len(versions) == 1, f"pods disagree on the model version: {versions}"
+    [version] = versions
+    assert version.startswith(fingerprint(model_dir) + "-")
+    # Both pods really saw different storage-initializer metadata.
+    stamps = {(pod.sandbox.mounts[MODELS_MOUNT][0] / ".cache/huggingface/download/config.json.metadata").read_text()
+              for pod in pods.predictors}
+    assert len(stamps) == 2
+
+
+def test_pods_stay_up_and_write_only_to_declared_volumes(pods):
+    for pod in pods.all:
+        assert pod.process.alive, f"{pod.name} exited:\n{pod.process.log()[-3000:]}"
+        if "livenessProbe" in pod.container:
+            assert pod.probe("livenessProbe"), f"{pod.name}: liveness probe fails"
+        assert pod.write_errors() == [], f"{pod.name} tried to write outside its volumes"
+    # The predictor's writes (its ONNX export) went to its declared volume.
+    for pod in pods.predictors:
+        written = [p for volume in pod.volumes.values() for p in volume.rglob("*.onnx")]
+        assert written, f"{pod.name}: no ONNX export in its volumes {list(pod.volumes)}"
+
+
+def test_sandboxes_are_non_root_with_a_read_only_root(pods):
+    """What the rehearsal promises: the manifest's uid, writes fail outside the declared volumes."""
+    for pod in pods.all:
+        read_only = ["/", "/etc", *(path for path, (_, ro) in pod.sandbox.mounts.items() if ro)]
+        script = "id -u; " + "".join(f"touch {path}/rehearsal-probe 2>&1; " for path in read_only) + "".join(
+            f"touch {path}/rehearsal-probe && echo wrote {path}; " for path in pod.volumes)
+        out = subprocess.run(pod.sandbox.wrap(["sh", "-c", script]), capture_output=True, text=True, timeout=30).stdout
+        uid = pod.container.get("securityContext", {}).get("runAsUser", pod.sandbox.uid)
+        assert out.splitlines()[0] == str(uid) != "0"
+        assert out.count("Read-only file system") == len(read_only), out
+        assert all(f"wrote {path}" in out for path in pod.volumes), out
+
+
+def test_kubelet_expansion_rules():
+    env = {"A": "x", "EMPTY": ""}
+    assert expand("--p=$(A)", env) == "--p=x"
+    assert expand("$(EMPTY)-$(MISSING)", env) == "-$(MISSING)"
+    assert expand("$$(A) $$ $x $(", env) == "$(A) $ $x $("
+
+
+def test_kserve_transformer_args_follow_containerconcurrency():
+    isvc = {"metadata": {"name": "sentiment", "namespace": "ns"}}
+    assert kserve_transformer_args(["--model_name=sentiment"], isvc, {"containerConcurrency": 256}) == [
+        "--model_name=sentiment", "--predictor_host", "sentiment-predictor.ns", "--http_port", "8080",
+        "--workers", "256"]
+    assert kserve_transformer_args(["--workers=1", "--http_port=8080"], isvc, {"containerConcurrency": 256}) == [
+        "--workers=1", "--http_port=8080", "--model_name", "sentiment", "--predictor_host", "sentiment-predictor.ns"]
+
+
+def test_port_flags_move_to_free_ports():
+    ports = {8080: 50001}
+    args = rewrite_ports(["--http_port=8080", "--grpc_port", "8081", "--model_name=x", "--port", "x"], ports)
+    assert args[0] == "--http_port=50001" and args[1:3] == ["--grpc_port", str(ports[8081])]
+    assert args[3:] == ["--model_name=x", "--port", "x"] and ports[8081] != 8081
