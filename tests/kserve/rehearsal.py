@@ -245,6 +245,8 @@ class Pod:
     """writable mount path -> its directory on this machine."""
     sandbox: Sandbox
     process: ServerProcess
+    secrets: dict[str, str] = field(default_factory=dict)
+    """env vars set from a Secret, and their values."""
 
     def port(self, port: int | str) -> int:
         if isinstance(port, str):
@@ -272,6 +274,18 @@ class Pod:
                 wait_until(lambda kind=kind: self.probe(kind), timeout, f"{self.name} {kind}", self.process.proc,
                            self.process.log_path)
         return self
+
+    def command_lines(self) -> list[list[str]]:
+        """The argv of every process running in the pod (its process group on this machine)."""
+        lines = []
+        for proc in Path("/proc").iterdir():
+            try:
+                group = int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[2])
+                if proc.name.isdigit() and group == self.process.proc.pid:
+                    lines.append(proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")[:-1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile, or not a process
+        return lines
 
     def write_errors(self) -> list[str]:
         return [line for line in self.process.log().splitlines() if any(e in line for e in WRITE_ERRORS)]
@@ -396,6 +410,8 @@ class Rehearsal:
             mounts["/rehearsal/bin"] = (bin_dir, True)
         sandbox = Sandbox(name, uid, security.get("runAsGroup", uid), image.workdir, mounts)
         process = ServerProcess(name, sandbox.wrap(argv), env, inherit_env=False).start()
-        pod = Pod(name, container, argv, env, ports, volumes, sandbox, process)
+        secrets = {var["name"]: env[var["name"]] for var in container.get("env", [])
+                   if "secretKeyRef" in var.get("valueFrom", {})}
+        pod = Pod(name, container, argv, env, ports, volumes, sandbox, process, secrets)
         self.pods.append(pod)
         return pod

@@ -118,6 +118,16 @@ def test_pods_stay_up_and_write_only_to_declared_volumes(pods):
         assert written, f"{pod.name}: no ONNX export in its volumes {list(pod.volumes)}"
 
 
+def test_secrets_stay_out_of_process_arguments(pods):
+    """Anyone who can list processes on the node (or in a shared PID namespace) reads argv."""
+    for pod in pods.all:
+        lines = pod.command_lines()
+        assert lines, f"{pod.name}: no processes found"
+        for name, value in pod.secrets.items():
+            leaks = [" ".join(line) for line in lines if any(value in arg for arg in line)]
+            assert not leaks, f"{pod.name}: the value of {name} (from a Secret) is in a process' arguments"
+
+
 def test_sandboxes_are_non_root_with_a_read_only_root(pods):
     """What the rehearsal promises: the manifest's uid, writes fail outside the declared volumes."""
     for pod in pods.all:
