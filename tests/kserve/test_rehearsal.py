@@ -11,13 +11,13 @@ import hashlib
 import os
 import re
 import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
 import redis
+import yaml
 
 from predictor.classifier import fingerprint
 from tests.kserve.rehearsal import (
@@ -29,7 +29,7 @@ from tests.kserve.rehearsal import (
     kserve_transformer_args,
     rewrite_ports,
 )
-from tests.kserve.test_manifests import find, render, rendered
+from tests.kserve.test_manifests import find, rendered
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -37,13 +37,20 @@ TEXTS = ["I love this movie", "This was a terrible waste of time", "A quiet, tho
 COLD_START_S = 300  # two predictors export ONNX at once on a shared 2-core machine
 
 
+def _docs() -> list[dict]:
+    overlay = os.environ.get("REHEARSE_OVERLAY")
+    if not overlay:
+        return list(rendered("dev"))
+    out = subprocess.run(["kubectl", "kustomize", overlay], capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory, model_dir):
     problem = bwrap_problem()
     if problem:
         pytest.skip(problem)
-    overlay = os.environ.get("REHEARSE_OVERLAY")
-    docs = render(Path(overlay)) if overlay else list(rendered("dev"))
+    docs = _docs()
     work = tmp_path_factory.mktemp("rehearsal")
     rehearsal = Rehearsal(docs, work)
     try:
