@@ -3,7 +3,9 @@
 `os.cpu_count()` counts the node's cores (8-64 on a cloud node), so ONNX Runtime and torch would start
 that many busy threads in a pod limited to 2 CPUs, and the CFS quota would throttle them all. The limit
 is in the cgroup: cgroup v2 `cpu.max` ("max 100000" or "200000 100000": quota and period in µs), or
-cgroup v1 `cpu/cpu.cfs_quota_us` and `cpu/cpu.cfs_period_us` (quota -1: none). No KServe imports.
+cgroup v1 `cpu/cpu.cfs_quota_us` and `cpu/cpu.cfs_period_us` (quota -1: none). KServe's own
+`kserve.utils.cpu_count` (python/kserve/kserve/utils/utils.py) reads only the v1 `cpu,cpuacct` files
+and rounds down, so it sees no limit on cgroup v2 nodes. No KServe imports.
 """
 
 from __future__ import annotations
