@@ -31,7 +31,7 @@ from tests.kserve.rehearsal import (
 )
 from tests.kserve.test_manifests import find, rendered
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(420)
 
 TEXTS = ["I love this movie", "This was a terrible waste of time", "A quiet, thoughtful film."]
 COLD_START_S = 300  # two predictors export ONNX at once on a shared 2-core machine
