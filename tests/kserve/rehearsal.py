@@ -58,6 +58,13 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WRITE_ERRORS = ("Read-only file system", "Permission denied", "[Errno 30]", "[Errno 13]")
 
 
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory/storage quantity ("256Mi", "2Gi", "500M", "1000") in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    number, unit = re.fullmatch(r"([\d.]+)([A-Za-z]*)", str(quantity)).groups()
+    return int(float(number) * units.get(unit, 1))
+
+
 def bwrap_problem() -> str | None:
     """Why bubblewrap cannot sandbox a process as uid 1000 here, or None when it can."""
     if BWRAP is None:
@@ -247,6 +254,8 @@ class Pod:
     process: ServerProcess
     secrets: dict[str, str] = field(default_factory=dict)
     """env vars set from a Secret, and their values."""
+    size_limits: dict[str, str] = field(default_factory=dict)
+    """writable mount path -> its emptyDir's sizeLimit."""
 
     def port(self, port: int | str) -> int:
         if isinstance(port, str):
@@ -275,17 +284,33 @@ class Pod:
                            self.process.log_path)
         return self
 
-    def command_lines(self) -> list[list[str]]:
-        """The argv of every process running in the pod (its process group on this machine)."""
-        lines = []
+    def _processes(self) -> list[Path]:
+        """/proc entries of the processes running in the pod (its process group on this machine)."""
+        found = []
         for proc in Path("/proc").iterdir():
             try:
-                group = int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[2])
-                if proc.name.isdigit() and group == self.process.proc.pid:
-                    lines.append(proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")[:-1])
+                if proc.name.isdigit() and \
+                        int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[2]) == self.process.proc.pid:
+                    found.append(proc)
             except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile, or not a process
-        return lines
+                continue  # gone meanwhile
+        return found
+
+    def command_lines(self) -> list[list[str]]:
+        """The argv of every process running in the pod."""
+        return [proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+                for proc in self._processes()]
+
+    def peak_memory_bytes(self) -> int:
+        """Sum of the pod's processes' peak resident memory (VmHWM): what a memory limit must hold."""
+        total = 0
+        for proc in self._processes():
+            peak = re.search(r"^VmHWM:\s+(\d+) kB", proc.joinpath("status").read_text(), re.M)
+            total += int(peak.group(1)) * 1024 if peak else 0
+        return total
+
+    def volume_bytes(self, mount_path: str) -> int:
+        return sum(p.stat().st_size for p in self.volumes[mount_path].rglob("*") if p.is_file())
 
     def write_errors(self) -> list[str]:
         return [line for line in self.process.log().splitlines() if any(e in line for e in WRITE_ERRORS)]
@@ -388,6 +413,7 @@ class Rehearsal:
         root = self.work / name
         mounts: dict[str, tuple[Path, bool]] = {}
         volumes: dict[str, Path] = {}
+        size_limits: dict[str, str] = {}
         declared = {v["name"]: v for v in spec.get("volumes", [])}
         for mount in container.get("volumeMounts", []):
             volume = declared[mount["name"]]
@@ -397,6 +423,8 @@ class Rehearsal:
             path.chmod(0o777)  # as the kubelet makes an emptyDir
             mounts[mount["mountPath"]] = (path, bool(mount.get("readOnly")))
             volumes[mount["mountPath"]] = path
+            if volume["emptyDir"].get("sizeLimit"):
+                size_limits[mount["mountPath"]] = volume["emptyDir"]["sizeLimit"]
         if "STORAGE_URI" in env:
             assert models is not None, f"{name}: STORAGE_URI is set; pass the downloaded model"
             mounts[MODELS_MOUNT] = (models, True)
@@ -412,6 +440,6 @@ class Rehearsal:
         process = ServerProcess(name, sandbox.wrap(argv), env, inherit_env=False).start()
         secrets = {var["name"]: env[var["name"]] for var in container.get("env", [])
                    if "secretKeyRef" in var.get("valueFrom", {})}
-        pod = Pod(name, container, argv, env, ports, volumes, sandbox, process, secrets)
+        pod = Pod(name, container, argv, env, ports, volumes, sandbox, process, secrets, size_limits)
         self.pods.append(pod)
         return pod

@@ -27,6 +27,7 @@ from tests.kserve.rehearsal import (
     expand,
     fake_hf_download,
     kserve_transformer_args,
+    quantity_bytes,
     rewrite_ports,
 )
 from tests.kserve.test_manifests import find, rendered
@@ -123,6 +124,18 @@ def test_pods_stay_up_and_write_only_to_declared_volumes(pods):
     for pod in pods.predictors:
         written = [p for volume in pod.volumes.values() for p in volume.rglob("*.onnx")]
         assert written, f"{pod.name}: no ONNX export in its volumes {list(pod.volumes)}"
+
+
+def test_pods_fit_their_memory_limits_and_volume_size_limits(pods):
+    """Measured after the predictions above (run this module whole): peak memory and what the volumes hold."""
+    for pod in pods.all:
+        limit = pod.container.get("resources", {}).get("limits", {}).get("memory")
+        if limit:
+            assert pod.peak_memory_bytes() < quantity_bytes(limit), \
+                f"{pod.name}: peak memory {pod.peak_memory_bytes() / 2**20:.0f} MiB, limit {limit}"
+        for mount, size_limit in pod.size_limits.items():
+            assert pod.volume_bytes(mount) < quantity_bytes(size_limit), \
+                f"{pod.name}: {mount} holds {pod.volume_bytes(mount) / 2**20:.0f} MiB, sizeLimit {size_limit}"
 
 
 def test_secrets_stay_out_of_process_arguments(pods):
