@@ -284,30 +284,26 @@ class Pod:
                            self.process.log_path)
         return self
 
-    def _processes(self) -> list[Path]:
-        """/proc entries of the processes running in the pod (its process group on this machine)."""
+    def _processes(self, file: str) -> list[bytes]:
+        """`file` (cmdline, status) of each process in the pod: its process group on this machine."""
         found = []
         for proc in Path("/proc").iterdir():
             try:
                 if proc.name.isdigit() and \
                         int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[2]) == self.process.proc.pid:
-                    found.append(proc)
+                    found.append(proc.joinpath(file).read_bytes())
             except (OSError, IndexError, ValueError):
                 continue  # gone meanwhile
         return found
 
     def command_lines(self) -> list[list[str]]:
         """The argv of every process running in the pod."""
-        return [proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-                for proc in self._processes()]
+        return [cmdline.decode(errors="replace").split("\0")[:-1] for cmdline in self._processes("cmdline")]
 
     def peak_memory_bytes(self) -> int:
         """Sum of the pod's processes' peak resident memory (VmHWM): what a memory limit must hold."""
-        total = 0
-        for proc in self._processes():
-            peak = re.search(r"^VmHWM:\s+(\d+) kB", proc.joinpath("status").read_text(), re.M)
-            total += int(peak.group(1)) * 1024 if peak else 0
-        return total
+        peaks = (re.search(rb"^VmHWM:\s+(\d+) kB", status, re.M) for status in self._processes("status"))
+        return sum(int(peak.group(1)) * 1024 for peak in peaks if peak)
 
     def volume_bytes(self, mount_path: str) -> int:
         return sum(p.stat().st_size for p in self.volumes[mount_path].rglob("*") if p.is_file())
