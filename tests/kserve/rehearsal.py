@@ -125,16 +125,25 @@ class Image:
     user: int | None
     tools: Callable[[Mapping[int, int]], dict[str, str]] = lambda ports: {}
     """Scripts put first on PATH (for Redis: its binaries, moved to the rehearsal's port)."""
+    files: dict[str, Path] = field(default_factory=dict)
+    """The image's software: path in the container -> directory on this machine (mounted read-only)."""
+
+
+APP_MOUNT = "/rehearsal/app"
 
 
 def dockerfile_image(dockerfile: Path) -> Image:
-    """Our images: the final stage's ENTRYPOINT (its `python` is this virtualenv's), CMD, ENV and USER."""
+    """Our images, from the Dockerfile's final stage: ENTRYPOINT, CMD, ENV, USER and WORKDIR as written.
+
+    The image's virtualenv (its VIRTUAL_ENV) is this machine's, mounted where the image has it; the
+    package the image installs into it is this checkout, mounted at APP_MOUNT and put on PYTHONPATH.
+    """
     text = dockerfile.read_text().replace("\\\n", " ")
     final = text[text.rindex("\nFROM "):]
     entrypoint: list[str] = []
     cmd: list[str] = []
-    env: dict[str, str] = {}
-    user = None
+    env = {"PATH": BASE_PATH}
+    user, workdir = None, "/"
     for line in final.splitlines():
         word, _, rest = line.strip().partition(" ")
         if word == "ENTRYPOINT":
@@ -143,12 +152,16 @@ def dockerfile_image(dockerfile: Path) -> Image:
             cmd = json.loads(rest)
         elif word == "USER":
             user = int(rest.split(":")[0])
+        elif word == "WORKDIR":
+            workdir = rest.strip()
         elif word == "ENV":
-            # The image's virtualenv is this machine's.
-            env.update(kv.split("=", 1) for kv in shlex.split(rest) if not kv.startswith(("PATH=", "VIRTUAL_ENV=")))
-    assert Path(entrypoint[0]).name.startswith("python"), f"{dockerfile}: ENTRYPOINT {entrypoint} is not python"
-    env["PATH"] = f"{Path(sys.executable).parent}:{BASE_PATH}"
-    return Image(lambda args: [sys.executable, *entrypoint[1:], *args], cmd, str(REPO), env, user)
+            for kv in shlex.split(rest):
+                name, _, value = kv.partition("=")
+                env[name] = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), value)
+    assert entrypoint and "VIRTUAL_ENV" in env, f"{dockerfile}: no ENTRYPOINT or VIRTUAL_ENV in the final stage"
+    env["PYTHONPATH"] = APP_MOUNT
+    files = {env["VIRTUAL_ENV"]: Path(sys.prefix).resolve(), APP_MOUNT: REPO}
+    return Image(lambda args: [*entrypoint, *args], cmd, workdir, env, user, files=files)
 
 
 REDIS_PORT = 6379
@@ -424,6 +437,7 @@ class Rehearsal:
         if "STORAGE_URI" in env:
             assert models is not None, f"{name}: STORAGE_URI is set; pass the downloaded model"
             mounts[MODELS_MOUNT] = (models, True)
+        mounts.update({path: (source, True) for path, source in image.files.items()})
         tools = image.tools(ports)
         if tools:
             bin_dir = root / "bin"
