@@ -1,14 +1,10 @@
 """Pod rehearsal of the dev overlay: Redis, two predictor pods and the transformer, each started from the
 rendered manifest as the cluster would start it (tests/kserve/rehearsal.py), then one prediction through
-transformer -> predictor -> Redis. Needs bubblewrap (make system-deps) and the shared model.
-
-REHEARSE_OVERLAY=path/to/overlay rehearses another kustomize overlay (default: this repo's dev overlay),
-e.g. a branch's manifests before they are merged."""
+transformer -> predictor -> Redis. Needs bubblewrap (make system-deps) and the shared model."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 from types import SimpleNamespace
@@ -17,7 +13,6 @@ import httpx
 import numpy as np
 import pytest
 import redis
-import yaml
 
 from predictor.classifier import fingerprint
 from tests.kserve.rehearsal import (
@@ -38,20 +33,12 @@ TEXTS = ["I love this movie", "This was a terrible waste of time", "A quiet, tho
 COLD_START_S = 300  # two predictors export ONNX at once on a shared 2-core machine
 
 
-def _docs() -> list[dict]:
-    overlay = os.environ.get("REHEARSE_OVERLAY")
-    if not overlay:
-        return list(rendered("dev"))
-    out = subprocess.run(["kubectl", "kustomize", overlay], capture_output=True, text=True, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory, model_dir):
     problem = bwrap_problem()
     if problem:
         pytest.skip(problem)
-    docs = _docs()
+    docs = list(rendered("dev"))
     work = tmp_path_factory.mktemp("rehearsal")
     rehearsal = Rehearsal(docs, work)
     try:
