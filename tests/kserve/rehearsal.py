@@ -1,8 +1,8 @@
 """Pod rehearsal: start the containers of rendered manifests on this machine the way a cluster would.
 
-Each container runs its image's ENTRYPOINT mapped to this machine (ours: the Dockerfile's
-`python -m predictor|transformer` with this checkout and virtualenv, and the Dockerfile's ENV; Redis:
-the local redis-server behind the official image's docker-entrypoint rule), with the manifest's
+Each container runs its image's ENTRYPOINT mapped to this machine (ours: the Dockerfile's ENTRYPOINT,
+ENV, USER and WORKDIR as written, with this virtualenv and checkout mounted where the image has them;
+Redis: the local redis-server behind the official image's docker-entrypoint rule), with the manifest's
 command, args and env as the kubelet builds them, plus what KServe adds, under bubblewrap: the
 manifest's non-root uid, a read-only root filesystem, all capabilities dropped, and only the pod's
 declared volumes writable (each emptyDir a fresh directory). Pods share this machine's loopback, so
@@ -27,9 +27,11 @@ The rules encoded here, and their sources:
   `.cache/huggingface/download/<file>.metadata` holding the commit, the etag and a timestamp
   (huggingface_hub/_local_folder.py).
 
-Not rehearsed: CPU and memory limits, emptyDir size limits, seccomp, the mesh and Knative's
-queue-proxy. With bubblewrap's user namespace the sandbox uid is this machine's uid, so files this
-machine's user owns look owned by the pod's uid (reads the real image would refuse can pass here).
+Not enforced: CPU and memory limits and emptyDir size limits (the tests compare measured use with
+them), seccomp. Not rehearsed: the mesh, Knative's queue-proxy and activator (a component's Service
+answers on port 80 and forwards to the container's port). With bubblewrap's user namespace the
+sandbox uid is this machine's uid, so files this machine's user owns look owned by the pod's uid
+(reads the real image would refuse can pass here).
 """
 
 from __future__ import annotations
