@@ -67,6 +67,12 @@ def quantity_bytes(quantity: str) -> int:
     return int(float(number) * units.get(unit, 1))
 
 
+def cpu_quantity(quantity: str) -> float:
+    """A Kubernetes CPU quantity ("2", "1.5", "500m") in CPUs."""
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
 def bwrap_problem() -> str | None:
     """Why bubblewrap cannot sandbox a process as uid 1000 here, or None when it can."""
     if BWRAP is None:
@@ -234,15 +240,16 @@ class Sandbox:
         args = [BWRAP, "--die-with-parent", "--unshare-user", "--uid", str(self.uid), "--gid", str(self.gid),
                 "--unshare-ipc", "--unshare-uts", "--hostname", self.hostname, "--cap-drop", "ALL", "--tmpfs", "/"]
         # The root is this machine's, read-only, entry by entry, so that mount points the host lacks
-        # (/data, /mnt/models) can be made; a top-level directory holding a mount starts empty.
-        tops = {"/" + Path(path).parts[1] for path in self.mounts}
+        # (/data, /mnt/models) can be made: a top-level directory holding one starts empty instead.
+        own = {path for path in self.mounts if len(Path(path).parts) == 2}
+        fresh = {"/" + Path(path).parts[1] for path in self.mounts if path not in own and not Path(path).exists()}
         tmpfs = ["/"]
         for entry in sorted(Path("/").iterdir()):
             name = str(entry)
-            if name in ("/proc", "/dev") or name in tops:
+            if name in ("/proc", "/dev") or name in own or name in fresh:
                 continue
             args += ["--symlink", os.readlink(entry), name] if entry.is_symlink() else ["--ro-bind", name, name]
-        for top in sorted(tops - set(self.mounts)):
+        for top in sorted(fresh):
             args += ["--tmpfs", top]
             tmpfs.append(top)
         args += ["--proc", "/proc", "--dev", "/dev"]
@@ -440,6 +447,12 @@ class Rehearsal:
             assert models is not None, f"{name}: STORAGE_URI is set; pass the downloaded model"
             mounts[MODELS_MOUNT] = (models, True)
         mounts.update({path: (source, True) for path, source in image.files.items()})
+        # The container's own cgroup (v2, cgroup namespace) as the kubelet sets it from the CPU limit.
+        cgroup = root / "cgroup"
+        cgroup.mkdir(parents=True, exist_ok=True)
+        cpu = container.get("resources", {}).get("limits", {}).get("cpu")
+        (cgroup / "cpu.max").write_text(f"{round(cpu_quantity(cpu) * 100_000)} 100000\n" if cpu else "max 100000\n")
+        mounts["/sys/fs/cgroup"] = (cgroup, True)
         tools = image.tools(ports)
         if tools:
             bin_dir = root / "bin"

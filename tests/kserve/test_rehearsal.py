@@ -5,6 +5,8 @@ transformer -> predictor -> Redis. Needs bubblewrap (make system-deps) and the s
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
 import subprocess
 from types import SimpleNamespace
@@ -19,6 +21,7 @@ from tests.kserve.rehearsal import (
     MODELS_MOUNT,
     Rehearsal,
     bwrap_problem,
+    cpu_quantity,
     expand,
     fake_hf_download,
     kserve_transformer_args,
@@ -99,6 +102,15 @@ def test_every_predictor_pod_reports_the_same_model_version(pods, model_dir):
     stamps = {(pod.sandbox.mounts[MODELS_MOUNT][0] / ".cache/huggingface/download/config.json.metadata").read_text()
               for pod in pods.predictors}
     assert len(stamps) == 2
+
+
+def test_predictor_threads_follow_its_cpu_limit(pods):
+    """The pod's cgroup carries the manifest's CPU limit; the predictor sizes its forward pass by it."""
+    for pod in pods.predictors:
+        limit = cpu_quantity(pod.container["resources"]["limits"]["cpu"])
+        threads = min(math.ceil(limit), len(os.sched_getaffinity(0)))
+        line = f"forward pass on {threads} threads (cgroup CPU limit {limit:g},"
+        assert line in pod.process.log(), f"{pod.name}: no '{line}' in its log"
 
 
 def test_pods_stay_up_and_write_only_to_declared_volumes(pods):
