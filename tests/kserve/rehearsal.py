@@ -27,11 +27,12 @@ The rules encoded here, and their sources:
   `.cache/huggingface/download/<file>.metadata` holding the commit, the etag and a timestamp
   (huggingface_hub/_local_folder.py).
 
-Not enforced: CPU and memory limits and emptyDir size limits (the tests compare measured use with
-them), seccomp. Not rehearsed: the mesh, Knative's queue-proxy and activator (a component's Service
-answers on port 80 and forwards to the container's port). With bubblewrap's user namespace the
-sandbox uid is this machine's uid, so files this machine's user owns look owned by the pod's uid
-(reads the real image would refuse can pass here).
+Not enforced: CPU and memory limits and emptyDir size limits (the CPU limit is in the pod's cgroup
+files; the tests compare measured memory and volume use with the others), seccomp. Not rehearsed:
+the mesh, Knative's queue-proxy and activator (a component's Service answers on port 80 and
+forwards to the container's port). With bubblewrap's user namespace the sandbox uid is this
+machine's uid, so files this machine's user owns look owned by the pod's uid (reads the real image
+would refuse can pass here).
 """
 
 from __future__ import annotations
@@ -74,9 +75,8 @@ def cpu_quantity(quantity: str) -> float:
 
 
 def bwrap_problem() -> str | None:
-    """Why bubblewrap cannot sandbox a process as uid 1000 here, or None when it can."""
-    if BWRAP is None:
-        return "bwrap not found: apt-get install -y bubblewrap (make system-deps)"
+    """Why bubblewrap cannot sandbox a process as uid 1000 here (no user namespaces), or None when it can."""
+    assert BWRAP is not None, "bwrap not found: apt-get install -y bubblewrap (make system-deps installs it)"
     probe = subprocess.run([BWRAP, "--ro-bind", "/", "/", "--unshare-user", "--uid", "1000", "--gid", "1000", "true"],
                            capture_output=True, text=True, timeout=30)
     return None if probe.returncode == 0 else f"bwrap cannot create a user namespace here: {probe.stderr.strip()}"

@@ -38,7 +38,7 @@ COLD_START_S = 300  # two predictors export ONNX at once on a shared 2-core mach
 
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory, model_dir):
-    problem = bwrap_problem()
+    problem = bwrap_problem()  # fails when bwrap is missing: make system-deps installs it
     if problem:
         pytest.skip(problem)
     docs = list(rendered("dev"))
