@@ -28,7 +28,7 @@ from tests.kserve.rehearsal import (
     quantity_bytes,
     rewrite_ports,
 )
-from tests.kserve.test_manifests import find, rendered
+from tests.kserve.rendering import find, rendered
 
 pytestmark = pytest.mark.timeout(420)
 
