@@ -46,6 +46,7 @@ class PredictorClient:
             base_url=f"{scheme}://{host}", timeout=httpx.Timeout(attempt_timeout_s, connect=5),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
         self._channel: grpc.aio.Channel | None = None
+        self._unreachable_since: float | None = None
         self._use_ssl = use_ssl
 
     async def close(self) -> None:
@@ -61,19 +62,33 @@ class PredictorClient:
         try:
             while True:
                 try:
-                    return await self._attempt(texts)
+                    answer = await self._attempt(texts)
                 except _Retryable as exc:
                     metrics.PREDICTOR_ERRORS.labels(kind="unreachable").inc()
+                    self._note_unreachable(exc)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise Unavailable(
                             f"predictor at {self.host} not reachable within {self.deadline_s:g}s "
                             f"(last error: {exc}); retry later") from None
-                    log.info("predictor not reachable yet (%s); retrying in %.2fs", exc, min(pause, remaining))
+                    log.debug("predictor not reachable yet (%s); retrying in %.2fs", exc, min(pause, remaining))
                     await asyncio.sleep(min(pause, remaining))
                     pause = min(pause * 2, 2.0)
+                    continue
+                if self._unreachable_since is not None:
+                    log.info("predictor at %s reachable again after %.1fs", self.host,
+                             time.monotonic() - self._unreachable_since)
+                    self._unreachable_since = None
+                return answer
         finally:
             metrics.PREDICTOR_LATENCY.observe(time.monotonic() - start)
+
+    def _note_unreachable(self, exc: Exception) -> None:
+        """One log line per outage, not one per waiting request and retry (a cold start holds hundreds)."""
+        if self._unreachable_since is None:
+            self._unreachable_since = time.monotonic()
+            log.info("predictor at %s not reachable (%s); requests wait up to %gs for it", self.host, exc,
+                     self.deadline_s)
 
     async def _attempt(self, texts: list[str]) -> Predictions:
         if self.protocol == "grpc-v2":
