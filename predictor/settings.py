@@ -33,6 +33,26 @@ class PredictorSettings:
     """How long the worker waits for more requests to fill a batch."""
     max_queued_texts: int = 2048
     """Texts waiting for the model beyond which requests get 429."""
+    max_batch_tokens: int = 1024
+    """Most padded tokens (texts x the longest of them) in one forward pass; a longer text runs alone.
+
+    Caps how long one pass holds the model, so a large request is split into passes that other
+    requests' passes run between. At 1024 both MiniLM and DistilBERT are at their best tokens/s on
+    2 cores (more only lengthens passes) and a pass of 32 short sentences still fits (bench/raw_model.py).
+    """
+    max_request_tokens: int = 16_384
+    """Most tokens (after truncation to max_length per text) in one request; more gets 413.
+
+    The texts and characters limits bound bytes, not work: a request's work is its tokens.
+    16,384 is TEI's max_batch_tokens and max_client_batch_size x 512 (32 texts of 512 tokens, 256 of 64);
+    a request at the limit takes DistilBERT about 10 s on 2 cores (bench/fairness.py).
+    """
+    max_queued_tokens: int = 65_536
+    """Tokens waiting for the model beyond which requests get 429 (besides max_queued_texts).
+
+    Four maximum-size requests: bounds the wait behind the queue to tens of seconds of DistilBERT
+    work on 2 cores, well inside the transformer's predictor timeout; at least max_request_tokens.
+    """
     limits: TextLimits = field(default_factory=TextLimits)
     """Per-request limits on texts."""
     log_requests: bool = False
@@ -55,6 +75,12 @@ def build_parser(parent: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--max_batch_size", type=int, default=d.max_batch_size)
     parser.add_argument("--max_wait_ms", type=float, default=d.max_wait_ms)
     parser.add_argument("--max_queued_texts", type=int, default=d.max_queued_texts)
+    parser.add_argument("--max_batch_tokens", type=int, default=d.max_batch_tokens,
+                        help="most padded tokens in one forward pass")
+    parser.add_argument("--max_request_tokens", type=int, default=d.max_request_tokens,
+                        help="most tokens in one request (after truncation); more gets 413")
+    parser.add_argument("--max_queued_tokens", type=int, default=d.max_queued_tokens,
+                        help="queued tokens beyond which requests get 429")
     parser.add_argument("--log_requests", action="store_true", help="access and timing log line per request")
     parser.add_argument("--max_texts", type=int, default=d.limits.max_texts, help="max texts per request")
     parser.add_argument("--max_chars", type=int, default=d.limits.max_chars, help="max characters per text")
@@ -77,6 +103,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queued_texts=args.max_queued_texts,
+        max_batch_tokens=args.max_batch_tokens,
+        max_request_tokens=args.max_request_tokens,
+        max_queued_tokens=args.max_queued_tokens,
         limits=TextLimits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes),
         log_requests=args.log_requests,
         http_port=args.http_port,
