@@ -7,15 +7,16 @@ in progress together. Each forward pass holds at most `max_batch_size` texts and
 `max_batch_tokens` padded tokens (texts x the longest of them), so a large request is split
 into many passes and other requests' passes run between them:
 
-- Jobs are served least-served first (fewest tokens computed so far): a new short request
-  leads the next pass while a large one is under way, and large jobs take turns. A job passed
-  over `MAX_SKIPPED_PASSES` passes in a row goes first, so none is starved.
+- Jobs are served least-served first (fewest tokens computed so far), then smallest first:
+  a new short request leads the next pass while a large one is under way or waiting, and large
+  jobs take turns. A job that younger jobs overtook in `MAX_SKIPPED_PASSES` passes in a row goes
+  first, so none is starved.
 - Each job's texts go shortest first, and a text joins a pass only if that adds at most
   `pad_slack_tokens` of padding (a few times what a separate pass costs), so short texts never
   ride, padded, in a pass of long ones.
 - With nothing in progress, the worker takes the next request and, while there is concurrent
-  traffic (it served more than one request since it was last idle), waits at most `max_wait_ms`
-  for more to fill a pass; a lone request on a quiet server runs at once.
+  traffic (more than one request in its current or last spell of work between idle moments),
+  waits at most `max_wait_ms` for more to fill a pass; a lone request on a quiet server runs at once.
 - A cancelled caller's remaining texts are dropped. A pass that fails fails every job that had
   a text in it (their remaining texts are dropped); the other jobs carry on. Every caller gets
   exactly its own rows, in order.
@@ -105,6 +106,7 @@ class BatchQueue:
         self._seq = itertools.count()
         self._active: list[_Job] = []  # the worker's own: jobs taken from the queue, not yet answered
         self._jobs_since_idle = 0
+        self._was_concurrent = False
         self.batches_run = 0
         self.jobs_taken = 0
 
@@ -173,15 +175,14 @@ class BatchQueue:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            while not stopping:
+            if not self._active:
                 try:
-                    stopping = self._take(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if not self._active and not stopping:
-                # Idle: was the traffic since the last idle moment concurrent? Then wait for company.
-                concurrent, self._jobs_since_idle = self._jobs_since_idle > 1, 0
-                stopping = self._take(self._queue.get())
+                    job = self._queue.get_nowait()
+                except queue.Empty:  # idle: remember whether the traffic since the last idle was concurrent
+                    self._was_concurrent, self._jobs_since_idle = self._jobs_since_idle > 1, 0
+                    job = self._queue.get()
+                stopping = self._take(job)
+                concurrent = self._was_concurrent or self._jobs_since_idle > 1
                 deadline = time.monotonic() + (self.max_wait_s if concurrent else 0.0)
                 while not stopping and not self._pass_is_full():
                     remaining = deadline - time.monotonic()
@@ -191,6 +192,11 @@ class BatchQueue:
                         stopping = self._take(self._queue.get(timeout=remaining))
                     except queue.Empty:
                         break
+            while not stopping:
+                try:
+                    stopping = self._take(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             if not stopping:
                 self._run_pass()
         for job in list(self._active):
@@ -237,10 +243,10 @@ class BatchQueue:
 
     @staticmethod
     def _priority(job: _Job) -> tuple:
-        """Overtaken too often first (oldest first), then least served, then oldest."""
+        """Overtaken too often first (oldest first); then least served, fewest tokens left, oldest."""
         if job.skipped_passes >= MAX_SKIPPED_PASSES:
-            return (0, job.seq, 0)
-        return (1, job.served_tokens, job.seq)
+            return (0, job.seq, 0, 0)
+        return (1, job.served_tokens, job.pending_tokens(), job.seq)
 
     def _fits(self, count: int, width: int, length: int) -> bool:
         """Whether a text of `length` tokens may join a pass of `count` texts padded to `width`."""
