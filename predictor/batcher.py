@@ -82,7 +82,7 @@ class BatchQueue:
     """Batches `submit` calls from any number of coroutines onto one worker thread."""
 
     def __init__(self, classifier: SentimentClassifier, max_batch_size: int = 32, max_wait_ms: float = 2.0,
-                 max_queued_texts: int = 2048, max_batch_tokens: int = 1024, max_request_tokens: int = 16_384,
+                 max_queued_texts: int = 2048, max_batch_tokens: int = 512, max_request_tokens: int = 16_384,
                  max_queued_tokens: int = 65_536, pad_slack_tokens: int = PAD_SLACK_TOKENS):
         if min(max_batch_size, max_queued_texts, max_batch_tokens, max_request_tokens) < 1:
             raise ValueError("max_batch_size, max_queued_texts, max_batch_tokens and max_request_tokens "

@@ -33,12 +33,13 @@ class PredictorSettings:
     """How long the worker waits for more requests to fill a batch."""
     max_queued_texts: int = 2048
     """Texts waiting for the model beyond which requests get 429."""
-    max_batch_tokens: int = 1024
+    max_batch_tokens: int = 512
     """Most padded tokens (texts x the longest of them) in one forward pass; a longer text runs alone.
 
     Caps how long one pass holds the model, so a large request is split into passes that other
-    requests' passes run between. At 1024 both MiniLM and DistilBERT are at their best tokens/s on
-    2 cores (more only lengthens passes) and a pass of 32 short sentences still fits (bench/raw_model.py).
+    requests' passes run between. On 2 cores (ONNX Runtime) MiniLM and DistilBERT do as many tokens/s
+    in passes of 512 padded tokens as of 1,024 (16x32, 4x128, 2x256 against 32x32, 8x128, 4x256),
+    so larger passes only make others wait longer; 512 still holds one text of 512 tokens, or 32 of 16.
     """
     max_request_tokens: int = 16_384
     """Most tokens (after truncation to max_length per text) in one request; more gets 413.
