@@ -39,7 +39,8 @@ class PredictorSettings:
     Caps how long one pass holds the model, so a large request is split into passes that other
     requests' passes run between. On 2 cores (ONNX Runtime) MiniLM and DistilBERT do as many tokens/s
     in passes of 512 padded tokens as of 1,024 (16x32, 4x128, 2x256 against 32x32, 8x128, 4x256),
-    so larger passes only make others wait longer; 512 still holds one text of 512 tokens, or 32 of 16.
+    so larger passes only make others wait longer; 512 still holds one text of 512 tokens, or 32 of 16
+    (bench/batch_tokens.py).
     """
     max_request_tokens: int = 16_384
     """Most tokens (after truncation to max_length per text) in one request; more gets 413.
