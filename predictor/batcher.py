@@ -62,6 +62,7 @@ class _Job:
     seq: int
     pending: list[int] = field(init=False)
     """Rows not yet in a pass, longest first (`pop()` gives the shortest)."""
+    pending_tokens: int = field(init=False)
     unanswered: int = field(init=False)
     served_tokens: int = 0
     skipped_passes: int = 0
@@ -69,13 +70,19 @@ class _Job:
 
     def __post_init__(self) -> None:
         self.pending = sorted(range(len(self.encoded)), key=lambda i: len(self.encoded[i].ids), reverse=True)
+        self.pending_tokens = sum(len(e.ids) for e in self.encoded)
         self.unanswered = len(self.encoded)
 
     def next_length(self) -> int:
         return len(self.encoded[self.pending[-1]].ids)
 
-    def pending_tokens(self) -> int:
-        return sum(len(self.encoded[i].ids) for i in self.pending)
+    def take_next(self) -> int:
+        """The shortest row not yet in a pass, now counted as served."""
+        row = self.pending.pop()
+        length = len(self.encoded[row].ids)
+        self.pending_tokens -= length
+        self.served_tokens += length
+        return row
 
 
 class BatchQueue:
@@ -83,7 +90,7 @@ class BatchQueue:
 
     def __init__(self, classifier: SentimentClassifier, max_batch_size: int = 32, max_wait_ms: float = 2.0,
                  max_queued_texts: int = 2048, max_batch_tokens: int = 512, max_request_tokens: int = 16_384,
-                 max_queued_tokens: int = 65_536, pad_slack_tokens: int = PAD_SLACK_TOKENS):
+                 max_queued_tokens: int = 32_768, pad_slack_tokens: int = PAD_SLACK_TOKENS):
         if min(max_batch_size, max_queued_texts, max_batch_tokens, max_request_tokens) < 1:
             raise ValueError("max_batch_size, max_queued_texts, max_batch_tokens and max_request_tokens "
                              "must be at least 1")
@@ -213,7 +220,7 @@ class BatchQueue:
 
     def _pass_is_full(self) -> bool:
         texts = sum(len(job.pending) for job in self._active)
-        return texts >= self.max_batch_size or sum(j.pending_tokens() for j in self._active) >= self.max_batch_tokens
+        return texts >= self.max_batch_size or sum(j.pending_tokens for j in self._active) >= self.max_batch_tokens
 
     def _next_pass(self) -> tuple[list[tuple[_Job, int]], int]:
         """The (job, row) pairs of the next forward pass, and its padded width."""
@@ -229,8 +236,7 @@ class BatchQueue:
                 length = job.next_length()
                 if rows and not self._fits(len(rows), width, length):
                     break
-                rows.append((job, job.pending.pop()))
-                job.served_tokens += length
+                rows.append((job, job.take_next()))
                 width = max(width, length)
         served = {id(job) for job, _ in rows}
         youngest = max(job.seq for job, _ in rows) if rows else -1
@@ -246,7 +252,7 @@ class BatchQueue:
         """Overtaken too often first (oldest first); then least served, fewest tokens left, oldest."""
         if job.skipped_passes >= MAX_SKIPPED_PASSES:
             return (0, job.seq, 0, 0)
-        return (1, job.served_tokens, job.pending_tokens(), job.seq)
+        return (1, job.served_tokens, job.pending_tokens, job.seq)
 
     def _fits(self, count: int, width: int, length: int) -> bool:
         """Whether a text of `length` tokens may join a pass of `count` texts padded to `width`."""
@@ -288,9 +294,10 @@ class BatchQueue:
         if job.pending:
             with self._lock:
                 self._queued_texts -= len(job.pending)
-                self._queued_tokens -= job.pending_tokens()
+                self._queued_tokens -= job.pending_tokens
                 self._publish()
             job.pending.clear()
+            job.pending_tokens = 0
         if result is not None or error is not None:
             with contextlib.suppress(RuntimeError):  # the caller's event loop has closed: nobody waits
                 job.loop.call_soon_threadsafe(_resolve, job.future, result, error)

@@ -46,14 +46,15 @@ class PredictorSettings:
     """Most tokens (after truncation to max_length per text) in one request; more gets 413.
 
     The texts and characters limits bound bytes, not work: a request's work is its tokens.
-    16,384 is TEI's max_batch_tokens and max_client_batch_size x 512 (32 texts of 512 tokens, 256 of 64);
-    a request at the limit takes DistilBERT about 10 s on 2 cores (bench/fairness.py).
+    16,384 is TEI's max_batch_tokens and max_client_batch_size x 512 (32 texts of 512 tokens, or
+    256 of 64); a request at the limit takes 10-12 s of MiniLM and 22-25 s of DistilBERT on 2 cores
+    (bench/fairness.py), and other requests' passes run between its passes.
     """
-    max_queued_tokens: int = 65_536
+    max_queued_tokens: int = 32_768
     """Tokens waiting for the model beyond which requests get 429 (besides max_queued_texts).
 
-    Four maximum-size requests: bounds the wait behind the queue to tens of seconds of DistilBERT
-    work on 2 cores, well inside the transformer's predictor timeout; at least max_request_tokens.
+    Two maximum-size requests: about 45 s of DistilBERT work on 2 cores (bench/fairness.py), inside
+    the transformer's 120 s predictor timeout; 2,048 long texts could hold 1M. At least max_request_tokens.
     """
     limits: TextLimits = field(default_factory=TextLimits)
     """Per-request limits on texts."""
