@@ -3,8 +3,9 @@
 1. A one-text request sent while a maximum-size request (just under --max_request_tokens: 31
    texts of 512 tokens and one short) runs: its latency beside it and alone, on the shared MiniLM
    model and on DistilBERT (random weights). "Before" is the predictor of another git revision
-   (default `main`, which ran each request's texts to the end before the next request), started
-   from an export of that revision with the same flags; "after" is this checkout.
+   (default: where this branch left main, which ran each request's texts to the end before the
+   next request), started from an export of that revision with the same flags; "after" is this
+   checkout.
 2. A mixed-length load (issue 12): closed-loop clients each sending one SST-2 sentence per
    request, then the same with 10% of requests carrying one 256-320-token text instead: p50/p99
    of the short requests with and without the long ones, before and after.
@@ -12,7 +13,7 @@
 Every ratio comes from one run of one server. Results: bench/results/fairness.json.
 
     python -m bench.fairness [--models minilm,distilbert] [--mixed_models minilm] [--seconds 20]
-                             [--clients 8] [--baseline main]
+                             [--clients 8] [--baseline REVISION]
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ class RevisionPredictor(PredictorProcess):
         return self
 
 
-def export_revision(revision: str) -> tuple[str, Path]:
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", revision], capture_output=True, text=True,
+def export_revision(revision: str | None) -> tuple[str, Path]:
+    """An export of `revision`'s predictor/ (default: the merge base of HEAD and main)."""
+    command = ["rev-parse", revision] if revision else ["merge-base", "HEAD", "main"]
+    commit = subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True,
                             check=True).stdout.strip()
     target = CACHE / f"revision-{commit[:12]}"
     if not (target / "predictor" / "__main__.py").is_file():
@@ -146,7 +149,7 @@ def mixed_load(server: PredictorProcess, seconds: float, clients: int, long_shar
 
 
 def run(models=("minilm", "distilbert"), mixed_models=("minilm",), seconds: float = 20, clients: int = 8,
-        baseline: str = "main", repeats: int = 2) -> dict:
+        baseline: str | None = None, repeats: int = 2) -> dict:
     commit, source = export_revision(baseline)
     dirs = {"minilm": MINILM_DIR, "distilbert": distilbert_dir()}
     servers = {"before": lambda d: RevisionPredictor(source, d), "after": PredictorProcess}
@@ -183,7 +186,7 @@ def run(models=("minilm", "distilbert"), mixed_models=("minilm",), seconds: floa
                              "short_p99_ms", "long_p50_ms", "requests_per_s"]))
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
-    write_result("fairness", {**cpu_info(), "baseline": baseline, "baseline_commit": commit,
+    write_result("fairness", {**cpu_info(), "baseline": baseline or "merge-base HEAD main", "baseline_commit": commit,
                               "clients": clients, "seconds": seconds, "fairness": fairness_rows,
                               "mixed": mixed_rows, "summary": summary})
     return summary
@@ -196,7 +199,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=20, help="length of each mixed-load phase")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2, help="large requests per server")
-    parser.add_argument("--baseline", default="main", help="git revision whose predictor is 'before'")
+    parser.add_argument("--baseline", default=None,
+                        help="git revision whose predictor is 'before' (default: merge-base of HEAD and main)")
     args = parser.parse_args()
     split = lambda value: tuple(m for m in value.split(",") if m)  # noqa: E731
     run(split(args.models), split(args.mixed_models), args.seconds, args.clients, args.baseline, args.repeats)
