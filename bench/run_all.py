@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from bench import accuracy, cache_hit, cold_start, k6_mix, raw_model, served, soak
+from bench import accuracy, batch_tokens, cache_hit, cold_start, fairness, k6_mix, raw_model, served, soak
 
 
 def main() -> None:
     raw_model.run("distilbert")
+    batch_tokens.run()
     accuracy.run()
     for runtime in ("onnx", "onnx-int8"):
         served.run("distilbert", runtime)
@@ -14,6 +15,7 @@ def main() -> None:
     k6_mix.run()
     cold_start.run()
     soak.run()
+    fairness.run()
 
 
 if __name__ == "__main__":
