@@ -2,7 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-CACHE_HITS = Counter("sentiment_cache_hits_total", "Texts answered from the cache.")
+CACHE_HITS = Counter("sentiment_cache_hits_total", "Texts answered from the cache, by tier (memory, redis).",
+                     ["tier"])
 CACHE_MISSES = Counter("sentiment_cache_misses_total", "Texts sent to the predictor.")
 CACHE_ERRORS = Counter("sentiment_cache_errors_total",
                        "Cache operations that failed (get, set) or were skipped while Redis was failing.", ["op"])
