@@ -10,6 +10,7 @@ the model directory is used as is (no torch model is loaded at all then), and so
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -26,10 +27,34 @@ ONNX_INT8 = "model-int8-per-channel.onnx"
 Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+def cpu_budget(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a pod's CPU limit).
+
+    `os.cpu_count()` is the node's count: on a 32-core node a pod limited to 2 CPUs would start 32
+    forward-pass threads, which the quota then throttles in turn (long stalls, not speed).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = None
+    try:
+        limit, period = (cgroup_root / "cpu.max").read_text().split()[:2]  # cgroup v2: "200000 100000" or "max ..."
+        quota = None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            limit = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+            quota = limit / period if limit > 0 and period > 0 else None
+        except (OSError, ValueError):
+            pass
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return max(1, cores)
+
+
 def load_backend(runtime: str, model_dir: Path, fingerprint: str, threads: int | None,
                  onnx_cache_dir: Path) -> Backend:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    threads = threads or cpu_budget()
     if runtime.startswith("torch"):
         return _torch_backend(model_dir, quantize=runtime == "torch-int8", threads=threads)
     return _onnx_backend(model_dir, fingerprint, quantize=runtime == "onnx-int8", threads=threads,
@@ -67,7 +92,7 @@ def _onnx_backend(model_dir: Path, fingerprint: str, quantize: bool, threads: in
 
     path = onnx_model(model_dir, fingerprint, quantize, cache_dir)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning worker threads waste the cores that the event loop, Redis and a co-located
