@@ -21,6 +21,7 @@ import numpy as np
 
 from serving.errors import Overloaded
 
+from . import metrics
 from .classifier import SentimentClassifier
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,12 @@ class BatchQueue:
         """Probabilities [len(texts), num_labels]; raises Overloaded when the queue is full."""
         with self._lock:
             if self._queued_texts + len(texts) > self.max_queued_texts:
+                metrics.REJECTED.labels(reason="queue_full").inc()
                 raise Overloaded(
                     f"server busy: {self._queued_texts} texts queued, the queue limit is "
                     f"{self.max_queued_texts}; retry later")
             self._queued_texts += len(texts)
+            metrics.QUEUED_TEXTS.set(self._queued_texts)
         loop = asyncio.get_running_loop()
         job = _Job(texts, loop.create_future(), loop)
         self._queue.put(job)
@@ -109,6 +112,7 @@ class BatchQueue:
     def _process(self, jobs: list[_Job]) -> None:
         with self._lock:
             self._queued_texts -= sum(len(j.texts) for j in jobs)
+            metrics.QUEUED_TEXTS.set(self._queued_texts)
         live = [j for j in jobs if not j.future.cancelled()]
         if not live:
             return
@@ -121,6 +125,8 @@ class BatchQueue:
                 rows = order[start : start + self.max_batch_size]
                 probs[rows] = self.classifier.predict_encoded([encoded[i] for i in rows])
                 self.batches_run += 1
+                metrics.BATCH_TEXTS.observe(len(rows))
+                metrics.BATCH_TOKENS.observe(len(rows) * max(len(encoded[i].ids) for i in rows))
         except Exception as exc:  # a batch's failure reaches all of its waiters
             log.exception("batch of %d texts failed", sum(len(j.texts) for j in live))
             for job in live:

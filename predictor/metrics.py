@@ -1,0 +1,13 @@
+"""Prometheus metrics of the predictor, served on KServe's /metrics next to its own."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+BATCH_TEXTS = Histogram("sentiment_predictor_batch_texts", "Texts per forward pass.",
+                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+BATCH_TOKENS = Histogram("sentiment_predictor_batch_tokens",
+                         "Padded tokens per forward pass (texts x the longest text in the pass).",
+                         buckets=(16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384))
+QUEUED_TEXTS = Gauge("sentiment_predictor_queued_texts", "Texts accepted and waiting for a forward pass.")
+QUEUED_TOKENS = Gauge("sentiment_predictor_queued_tokens", "Tokens of the texts waiting for a forward pass.")
+REJECTED = Counter("sentiment_predictor_rejected_total",
+                   "Requests refused before queueing: queue_full (429) or too_many_tokens (413).", ["reason"])
