@@ -1,8 +1,9 @@
-"""`make bench`: every benchmark in turn; each prints its table and writes bench/results/<name>.json."""
+"""`make bench`: every benchmark in turn; each prints its table and writes bench/results/<name>.json,
+then the plots of them (bench/results/*.png and REPORT.md)."""
 
 from __future__ import annotations
 
-from bench import accuracy, cache_hit, cold_start, k6_mix, raw_model, served, soak
+from bench import accuracy, cache_hit, cold_start, k6_mix, plots, raw_model, served, soak
 
 
 def main() -> None:
@@ -14,6 +15,7 @@ def main() -> None:
     k6_mix.run()
     cold_start.run()
     soak.run()
+    plots.render()
 
 
 if __name__ == "__main__":
