@@ -210,8 +210,8 @@ def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
 def _shown(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(RESULTS.parent.parent))
-    except ValueError:
-        return str(path)
+    except ValueError:  # another checkout's results: name the folder, not this machine's layout
+        return "/".join(path.resolve().parts[-2:])
 
 
 if __name__ == "__main__":
