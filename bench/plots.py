@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,14 +52,17 @@ def served(data: dict, title: str) -> plt.Figure:
 
 
 def k6_series(data: dict) -> dict[str, dict]:
-    """Every run in a k6 result: `result` (this stack) and any other object or list entry with a throughput."""
+    """Every run a k6 result holds, by name: `result` (this stack), entries of lists such as `series`
+    (named by their `target`), and any other object with a throughput, such as the original's figures."""
     series = {}
     for key, value in data.items():
         runs = value if isinstance(value, list) else [value]
         for i, run in enumerate(runs):
             if isinstance(run, dict) and "requests_per_s" in run:
-                name = "this stack" if key == "result" else key
-                series[name if len(runs) == 1 else f"{name} {run.get('name', i + 1)}"] = run
+                name = "this stack" if key == "result" else key.replace("_", " ")
+                if isinstance(value, list):
+                    name = run.get("target") or run.get("name") or f"{name} {i + 1}"
+                series[name] = run
     return series
 
 
@@ -67,9 +71,10 @@ def k6_runs(data: dict, title: str) -> plt.Figure:
     series = k6_series(data)
     fig, (rps, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = list(series)
-    bars = rps.bar(names, [s["requests_per_s"] for s in series.values()], color=[f"C{i}" for i in range(len(names))])
+    bars = rps.bar(_wrap(names), [s["requests_per_s"] for s in series.values()],
+                   color=[f"C{i}" for i in range(len(names))])
     rps.bar_label(bars, fmt="%.0f")
-    rps.set(title="Throughput (10 VUs, 95% repeated texts)", ylabel="requests/s")
+    rps.set(title="Throughput", ylabel="requests/s")
     width = 0.8 / max(1, len(names))
     for i, (name, run) in enumerate(series.items()):
         shown = [(k.removesuffix("_ms"), run[k]) for k in LATENCIES if k in run]
@@ -91,20 +96,23 @@ def k6_runs(data: dict, title: str) -> plt.Figure:
 
 
 def hit_vs_miss(data: dict, title: str) -> plt.Figure:
-    """Latency of cache hits and misses in the k6 run of this stack."""
-    run = data["result"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    kinds = [k for k in ("hit", "miss") if f"{k}_p50_ms" in run]
-    if not kinds:
+    """p50 and p99 of cache hits and misses, for each k6 run that reports them separately."""
+    series = {name: run for name, run in k6_series(data).items() if "hit_p50_ms" in run and "miss_p50_ms" in run}
+    if not series:
         raise KeyError("hit_p50_ms")
-    for i, pct in enumerate(("p50", "p99")):
-        values = [run[f"{k}_{pct}_ms"] for k in kinds]
-        bars = ax.bar([j + i * 0.38 for j in range(len(kinds))], values, 0.38, label=pct, color=f"C{i}")
-        ax.bar_label(bars, fmt="%.1f ms", fontsize=8)
-    ax.set_xticks([j + 0.19 for j in range(len(kinds))], [f"cache {k}" for k in kinds])
-    ax.set(title=title, ylabel="ms")
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.6 * len(series)), 4.4))
+    keys = ("hit_p50_ms", "hit_p99_ms", "miss_p50_ms", "miss_p99_ms")
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        values = [run.get(key, 0) for run in series.values()]
+        bars = ax.bar([j + i * width for j in range(len(series))], values, width, color=f"C{i}",
+                      label=key.removesuffix("_ms").replace("_", " "))
+        ax.bar_label(bars, labels=[f"{v:,.0f}" if v >= 10 else f"{v:.1f}" for v in values], fontsize=7)
+    ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(series))], _wrap(list(series)))
+    ax.set(title="Repeated (cache hit) and new (miss) texts: p50 and p99", ylabel="ms", yscale="log")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
+    fig.suptitle(title)
     return fig
 
 
@@ -162,7 +170,7 @@ def raw_model(data: dict, title: str) -> plt.Figure:
 # result file pattern -> (what, [(png suffix, plot function)])
 PLOTS: dict[str, tuple[str, list[tuple[str, Callable[[dict, str], plt.Figure]]]]] = {
     "served_*.json": ("Served predictor: throughput and p50/p99 vs concurrency", [("", served)]),
-    "k6_mixed.json": ("k6, the original test's shape: this stack and the original app",
+    "k6_mixed*.json": ("k6, the original test's shape: this stack and the original app",
                       [("", k6_runs), ("_hit_vs_miss", hit_vs_miss)]),
     "cache_hit.json": ("Cache-hit path through the transformer", [("", cache_hit)]),
     "raw_model_*.json": ("Raw offline throughput of the inference core", [("", raw_model)]),
@@ -205,6 +213,10 @@ def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
     for path in [*written, report]:
         print(f"-> {_shown(path)}")
     return written
+
+
+def _wrap(names: list[str]) -> list[str]:
+    return [textwrap.fill(name, 14) for name in names]
 
 
 def _shown(path: Path) -> str:

@@ -44,10 +44,23 @@ def test_every_result_file_becomes_a_png_linked_from_the_report(tmp_path):
     assert "measured 2026-11-25T10:00:00 on 2 CPUs" in report
 
 
-def test_k6_plots_every_series_the_result_holds():
-    data = {**K6, "original": {**K6["result"], "requests_per_s": 81.8}, "runs": [K6["result"], K6["result"]]}
-    assert list(plots.k6_series(data)) == ["this stack", "original", "runs 1", "runs 2"]
+# The shape bench.k6_mix writes with the original app measured beside this stack.
+K6_SERIES = {"when": "2026-11-25T11:54:03", "cpus": 2, "machine": "x86_64",
+             "summary": {"this_stack_requests_per_s": 598.0},
+             "series": [{"target": "original app", **K6["result"], "requests_per_s": 330.0},
+                        {"target": "this stack", **K6["result"]},
+                        {"target": "this stack, fixed rate", **K6["result"], "p99_ms": 15865.0}],
+             "original_reported": {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0}}
+
+
+def test_k6_plots_every_series_the_result_holds(tmp_path):
     assert list(plots.k6_series(K6)) == ["this stack", "original"]
+    assert list(plots.k6_series(K6_SERIES)) == ["original app", "this stack", "this stack, fixed rate",
+                                                "original reported"]
+    unnamed = {"runs": [K6["result"], K6["result"]]}
+    assert list(plots.k6_series(unnamed)) == ["runs 1", "runs 2"]
+    write(tmp_path, "k6_mixed_run1.json", K6_SERIES)
+    assert [p.name for p in plots.render(tmp_path)] == ["k6_mixed_run1.png", "k6_mixed_run1_hit_vs_miss.png"]
 
 
 def test_a_result_file_the_plot_cannot_read_is_skipped_not_fatal(tmp_path):
