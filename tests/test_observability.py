@@ -291,6 +291,29 @@ def test_a_misspelled_label_in_an_alert_fails_the_check(prometheus):
     assert [f.split(":", 1)[0] for f in found] == ["alert SentimentPredictorShedding"]
 
 
+def test_dashboard_imports_cleanly():
+    """What Grafana needs: unique panel ids, panels inside the 24-column grid without overlaps, every
+    variable used in a query declared, every query on the dashboard's data source variable."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
+    declared = {f"${v['name']}" for v in dashboard["templating"]["list"]} | set(GRAFANA_VARIABLES)
+    assert {"$datasource", "$namespace"} <= declared
+    for panel in panels:
+        for target in panel.get("targets", []):
+            assert set(re.findall(r"\$\w+", target["expr"])) <= declared, target["expr"]
+            assert target["datasource"]["uid"] == "${datasource}"
+
+
 def test_cluster_only_metrics_are_few_and_only_in_the_replicas_row():
     dashboard = json.loads(DASHBOARD.read_text())
     cluster_only = [q for q in dashboard_queries(dashboard) if q.cluster_only]
