@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from serving.settings import parse_settings
-from serving.startup import check_workers, serve
+from serving.startup import check_workers, serve, show_service_logs
 
 from .model import SentimentPredictor
 from .settings import PredictorSettings
@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(PredictorSettings, sys.argv[1:] if argv is None else argv, "python -m predictor",
                               "Sentiment predictor (KServe model server).", parent=model_server.parser)
     check_workers(settings.workers)  # before loading a model for nothing
+    show_service_logs()  # the model's load lines, thread count included
     model = SentimentPredictor(settings)
     model.load()
     serve(model, settings)

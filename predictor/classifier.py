@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -71,14 +72,55 @@ class SentimentClassifier:
         return self.predict_encoded(self.encode(texts))
 
 
-def fingerprint(model_dir: Path) -> str:
-    """A short hash of the model directory's files; changes whenever the model does.
+# What transformers reads from a model directory: the config, the tokenizer's files (whichever the
+# tokenizer class uses) and one set of weights. Everything else in a Hugging Face snapshot (README,
+# .gitattributes, other frameworks' weights, the storage initializer's `.cache/huggingface` download
+# metadata with its timestamps) does not change the model.
+CONFIG_FILE = "config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+# transformers' own order for a local directory (modeling_utils._get_resolved_checkpoint_files):
+# safetensors, sharded safetensors, then the pickled PyTorch formats.
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
 
-    Shipped ONNX exports are left out: they are derived from the weights, not a different model.
+
+def model_files(model_dir: Path) -> list[Path]:
+    """The files that define the model in `model_dir`: config, tokenizer files, and the weights transformers loads.
+
+    A directory holding only a shipped ONNX export (no PyTorch weights) is defined by that export.
     """
+    files = [model_dir / CONFIG_FILE, *(model_dir / name for name in TOKENIZER_FILES)]
+    return [f for f in files if f.is_file()] + _weights_files(model_dir)
+
+
+def _weights_files(model_dir: Path) -> list[Path]:
+    explicit = json.loads((model_dir / CONFIG_FILE).read_text()).get("transformers_weights")
+    for name in (explicit,) if explicit else WEIGHTS_FILES:
+        path = model_dir / name
+        if path.is_file():
+            if not name.endswith(".index.json"):
+                return [path]
+            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+            return [path, *(model_dir / shard for shard in shards)]
+    shipped = [model_dir / name for name in (ONNX_FP32, ONNX_INT8) if (model_dir / name).is_file()]
+    if not shipped:
+        raise FileNotFoundError(f"no model weights in {model_dir} (looked for {', '.join(WEIGHTS_FILES)})")
+    return shipped
+
+
+def fingerprint(model_dir: Path) -> str:
+    """A short hash of the files that define the model (`model_files`); changes whenever the model does.
+
+    Stable across pods: the storage initializer's download metadata, other weight formats and shipped
+    ONNX exports (derived from the weights) are left out.
+    """
+    model_dir = Path(model_dir)
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name not in (ONNX_FP32, ONNX_INT8)):
+    for path in model_files(model_dir):
         digest.update(str(path.relative_to(model_dir)).encode())
+        digest.update(path.stat().st_size.to_bytes(8, "big"))
         with path.open("rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)

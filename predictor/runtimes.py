@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cpu import thread_budget
+
 log = logging.getLogger(__name__)
 
 RUNTIMES: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
@@ -30,6 +32,9 @@ def load_backend(runtime: str, model_dir: Path, fingerprint: str, threads: int |
                  onnx_cache_dir: Path) -> Backend:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    budget = thread_budget(threads)
+    log.info("forward pass on %d threads (%s)", budget.threads, budget.source)
+    threads = budget.threads
     if runtime.startswith("torch"):
         return _torch_backend(model_dir, quantize=runtime == "torch-int8", threads=threads)
     return _onnx_backend(model_dir, fingerprint, quantize=runtime == "onnx-int8", threads=threads,
@@ -44,11 +49,10 @@ def _torch_model(model_dir: Path):
     return model
 
 
-def _torch_backend(model_dir: Path, quantize: bool, threads: int | None) -> Backend:
+def _torch_backend(model_dir: Path, quantize: bool, threads: int) -> Backend:
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     model = _torch_model(model_dir)
     if quantize:
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -61,13 +65,13 @@ def _torch_backend(model_dir: Path, quantize: bool, threads: int | None) -> Back
     return forward
 
 
-def _onnx_backend(model_dir: Path, fingerprint: str, quantize: bool, threads: int | None,
+def _onnx_backend(model_dir: Path, fingerprint: str, quantize: bool, threads: int,
                   cache_dir: Path) -> Backend:
     import onnxruntime as ort
 
     path = onnx_model(model_dir, fingerprint, quantize, cache_dir)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning worker threads waste the cores that the event loop, Redis and a co-located

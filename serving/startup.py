@@ -68,6 +68,24 @@ def check_workers(workers: int) -> None:
                          "(KServe injects --workers from containerConcurrency; pin --workers=1)")
 
 
+def show_service_logs() -> None:
+    """Our own start-up and fault lines (model loaded, threads, Redis unreachable) in KServe's log format.
+
+    KServe configures only its own and uvicorn's loggers; without this, INFO lines from `predictor.*`,
+    `transformer.*` and `serving.*` are dropped. Other libraries stay quiet (httpx logs every request).
+    """
+    from kserve.logging import KSERVE_LOGGER_DATE_FORMAT, KSERVE_LOGGER_FORMAT
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(KSERVE_LOGGER_FORMAT, KSERVE_LOGGER_DATE_FORMAT))
+    for name in ("predictor", "transformer", "serving"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
 def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = None) -> None:
     """Start KServe's ModelServer for `model` with this service's error handling and limits.
 
@@ -75,6 +93,7 @@ def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = No
     """
     check_workers(settings.workers)
     check_kserve()
+    show_service_logs()
     import kserve
     from kserve import model_server
 

@@ -46,12 +46,15 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subpr
 
 
 class ServerProcess:
-    """A child process with its own log file; `stop` terminates it and its children."""
+    """A child process with its own log file; `stop` terminates it and its children.
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None):
+    It inherits this process' environment plus `env`, or only `env` with `inherit_env=False`.
+    """
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None, inherit_env: bool = True):
         self.name = name
         self.args = args
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**(os.environ if inherit_env else {}), **(env or {})}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen | None = None

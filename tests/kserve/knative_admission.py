@@ -1,7 +1,7 @@
 """What Knative Serving's admission webhook accepts in the pod spec of a Knative Service, with
 every `kubernetes.podspec-*` feature flag at its default, as data plus a checker.
 
-KServe (Serverless mode) copies each InferenceService component's pod fields into the
+KServe (Knative deployment mode) copies each InferenceService component's pod fields into the
 Knative Service it creates (kserve/kserve pkg/controller/v1beta1/inferenceservice/reconcilers/
 knative/ksvc_reconciler.go @0217bdabaaa250485b336805da1aed04960dc758, createKnativeService:
 `PodSpec: *podSpec`), so anything Knative refuses there keeps the InferenceService from ever
@@ -224,6 +224,14 @@ def _container_rules(c: dict, where: str, volumes: dict) -> list[str]:
         if not 0 <= number <= 65535:
             errors.append(f"{where}.ports: {number} is out of range")
     port_name = ports[0].get("name", "") if ports else "http"
+    # Not an admission rule but what the revision's Deployment gets: Knative points a user
+    # liveness probe at the serving port (knative/serving pkg/reconciler/revision/resources/
+    # deploy.go, rewriteUserLivenessProbe; a custom port survives only with the
+    # multi-container-probing flag), so an HTTP check of another port probes the wrong server.
+    live = (c.get("livenessProbe") or {}).get("httpGet") or {}
+    if ports and isinstance(live.get("port"), int) and live["port"] != ports[0].get("containerPort"):
+        errors.append(f"{where}.livenessProbe.httpGet.port: {live['port']} is not the serving port "
+                      f"{ports[0].get('containerPort')}; Knative would probe the serving port instead")
     for probe_field in ("livenessProbe", "readinessProbe", "startupProbe"):
         if probe_field in c:
             errors += _probe_rules(c[probe_field], f"{where}.{probe_field}", port_name,

@@ -119,7 +119,9 @@ def flags(args: list[str]) -> dict[str, str]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_inference_service_is_serverless_with_both_components(overlay):
     svc = isvc(overlay)
-    assert svc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    # "Knative" (formerly "Serverless", now a deprecated alias that some releases' update
+    # validation compares as a different string: kserve/kserve PR 4608, issue 4798).
+    assert svc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
     for name in ("predictor", "transformer"):
         component = svc["spec"][name]
         assert container(component)["name"] == "kserve-container"
@@ -453,20 +455,29 @@ def seconds(duration: str) -> int:
 
 
 def test_cold_start_budgets_line_up():
-    """startupProbe budget < Knative's progress deadline; the public route outlasts a cold start."""
-    knative_progress_deadline_s = 600  # config-deployment progress-deadline default
+    """A request that misses the cache while the predictor is scaled to zero is held by Knative's
+    activator until a pod is ready, so every timeout on its way outlasts the cold-start budget
+    (the startup probe's), and Knative's progress deadline outlasts the first rollout."""
     for where, svc in all_inference_services():
-        c = container(svc["spec"]["predictor"])
+        predictor = svc["spec"]["predictor"]
+        c = container(predictor)
         probe = c["startupProbe"]
         budget = probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
         # A fresh pod may export ONNX first: 21 s measured on 2 cores (README, bench.cold_start).
-        assert 120 <= budget < knative_progress_deadline_s, where
+        assert budget >= 120, where
         assert probe["httpGet"] == c["readinessProbe"]["httpGet"]
         assert "initialDelaySeconds" not in c["livenessProbe"]  # the startup probe holds it back
+        assert predictor["timeout"] >= budget, where
+        # Image pull and the storage initializer's download come before the probe starts.
+        assert seconds(predictor["annotations"]["serving.knative.dev/progress-deadline"]) >= budget + 300, where
+        if "transformer" in svc["spec"]:
+            transformer = svc["spec"]["transformer"]
+            call_timeout = int(flags(container(transformer)["args"])["predictor_request_timeout_seconds"])
+            assert call_timeout >= budget and transformer["timeout"] > call_timeout, where
     svc = isvc("prod")
     [route] = find(rendered("prod"), "VirtualService", "sentiment-public")["spec"]["http"]
-    deadline = int(flags(container(svc["spec"]["transformer"])["args"])["predictor_deadline_s"])
-    assert seconds(route["retries"]["perTryTimeout"]) > deadline
+    call_timeout = int(flags(container(svc["spec"]["transformer"])["args"])["predictor_request_timeout_seconds"])
+    assert seconds(route["retries"]["perTryTimeout"]) > call_timeout
     assert seconds(route["timeout"]) >= seconds(route["retries"]["perTryTimeout"])
     assert svc["spec"]["transformer"]["timeout"] >= seconds(route["timeout"])
 

@@ -115,6 +115,74 @@ def test_fingerprint_changes_with_the_model(tmp_path, tiny_dir):
     assert fingerprint(other) != fingerprint(tiny_dir)
 
 
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_fingerprint_ignores_download_metadata_and_other_weight_formats(tmp_path, tiny_dir):
+    """What KServe's storage initializer (hf:// -> snapshot_download(local_dir=/mnt/models)) adds besides the model."""
+    model_dir = _copy(tiny_dir, tmp_path / "model")
+    before = fingerprint(model_dir)
+    download = model_dir / ".cache" / "huggingface" / "download"
+    download.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (download / f"{name}.metadata").write_text(f"3d4ee5a1\n{name}-etag\n1764060000.{len(name)}\n")
+    (model_dir / ".cache" / "huggingface" / ".gitignore").write_text("*")
+    (model_dir / "README.md").write_text("# model card\n")
+    (model_dir / ".gitattributes").write_text("*.bin filter=lfs\n")
+    for name in ("pytorch_model.bin", "tf_model.h5", "rust_model.ot", "flax_model.msgpack"):
+        (model_dir / name).write_bytes(b"other framework's copy of the weights")
+    (model_dir / "onnx").mkdir()
+    (model_dir / "onnx" / "model.onnx").write_bytes(b"someone else's export")
+    assert fingerprint(model_dir) == before
+    (download / "model.safetensors.metadata").write_text("3d4ee5a1\netag\n1764069999.5\n")  # another pod
+    assert fingerprint(model_dir) == before
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: (d / "config.json").write_text((d / "config.json").read_text().replace('"POS"', '"POSITIVE"')),
+    lambda d: (d / "tokenizer.json").write_text((d / "tokenizer.json").read_text().replace('"movie"', '"film2"')),
+    lambda d: (d / "special_tokens_map.json").write_text('{"unk_token": "[UNK]"}'),
+    lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-1] + b"\x01"),
+])
+def test_fingerprint_changes_with_config_tokenizer_or_weights(tmp_path, tiny_dir, change):
+    model_dir = _copy(tiny_dir, tmp_path / "model")
+    before = fingerprint(model_dir)
+    change(model_dir)
+    assert fingerprint(model_dir) != before
+
+
+def test_fingerprint_follows_the_weights_transformers_loads(tmp_path, tiny_dir):
+    model_dir = _copy(tiny_dir, tmp_path / "model")
+    weights = (model_dir / "model.safetensors").read_bytes()
+    (model_dir / "model.safetensors").unlink()
+    (model_dir / "pytorch_model.bin").write_bytes(b"pickled weights")
+    pickled = fingerprint(model_dir)
+    (model_dir / "pytorch_model.bin").write_bytes(b"other pickled weights")
+    assert fingerprint(model_dir) != pickled
+    # Sharded safetensors win over the pickled file: the index and every shard it names count.
+    (model_dir / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}')
+    (model_dir / "model-00001-of-00002.safetensors").write_bytes(weights[:100])
+    (model_dir / "model-00002-of-00002.safetensors").write_bytes(weights[100:])
+    sharded = fingerprint(model_dir)
+    assert sharded != pickled
+    (model_dir / "pytorch_model.bin").write_bytes(b"ignored now")
+    assert fingerprint(model_dir) == sharded
+    (model_dir / "model-00002-of-00002.safetensors").write_bytes(weights[100:] + b"\x00")
+    assert fingerprint(model_dir) != sharded
+
+
+def test_fingerprint_needs_weights(tmp_path, tiny_dir):
+    model_dir = _copy(tiny_dir, tmp_path / "model")
+    (model_dir / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no model weights"):
+        fingerprint(model_dir)
+
+
 def test_rejects_unknown_runtime_and_missing_dir(tmp_path, tiny_dir):
     with pytest.raises(ValueError, match="runtime must be one of"):
         SentimentClassifier(tiny_dir, runtime="tpu")

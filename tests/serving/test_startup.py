@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import httpx
 import pytest
 
-from tests.processes import REPO
+from tests.processes import REPO, TransformerProcess, free_port
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -42,6 +43,20 @@ def test_more_than_one_worker_is_refused_at_start_up(command):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "--workers=2 is not supported: run one worker per pod and scale pods" in result.stderr
+
+
+def test_one_worker_as_kserve_passes_it_is_accepted(tmp_path):
+    """The manifests pin --workers=1 so KServe does not inject containerConcurrency: both must take it."""
+    result = subprocess.run([sys.executable, "-m", "predictor", "--workers=1", "--model_dir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "config.json missing" in result.stderr and "--workers" not in result.stderr  # got to the model
+    transformer = TransformerProcess(f"127.0.0.1:{free_port()}", f"redis://127.0.0.1:{free_port()}/0",
+                                     extra=["--workers=1"])
+    try:
+        transformer.start()
+        assert httpx.get(f"{transformer.url}/health", timeout=5).json() == {"status": "healthy"}
+    finally:
+        transformer.stop()
 
 
 def test_the_transformer_imports_neither_the_predictor_nor_torch():

@@ -1,0 +1,183 @@
+"""Pod rehearsal of the dev overlay: Redis, two predictor pods and the transformer, each started from the
+rendered manifest as the cluster would start it (tests/kserve/rehearsal.py), then one prediction through
+transformer -> predictor -> Redis. Needs bubblewrap (make system-deps) and the shared model."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import subprocess
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from predictor.classifier import fingerprint
+from tests.kserve.rehearsal import (
+    MODELS_MOUNT,
+    Rehearsal,
+    bwrap_problem,
+    cpu_quantity,
+    expand,
+    fake_hf_download,
+    kserve_transformer_args,
+    quantity_bytes,
+    rewrite_ports,
+)
+from tests.kserve.rendering import find, rendered
+
+pytestmark = pytest.mark.timeout(420)
+
+TEXTS = ["I love this movie", "This was a terrible waste of time", "A quiet, thoughtful film."]
+COLD_START_S = 300  # two predictors export ONNX at once on a shared 2-core machine
+
+
+@pytest.fixture(scope="module")
+def pods(tmp_path_factory, model_dir):
+    problem = bwrap_problem()  # fails when bwrap is missing: make system-deps installs it
+    if problem:
+        pytest.skip(problem)
+    docs = list(rendered("dev"))
+    work = tmp_path_factory.mktemp("rehearsal")
+    rehearsal = Rehearsal(docs, work)
+    try:
+        redis_pod = rehearsal.deployment("sentiment-redis")
+        # Two predictor pods, each with its own storage-initializer download (different timestamps).
+        predictors = [rehearsal.component("sentiment", "predictor", replica=f"-{i}",
+                                          models=fake_hf_download(model_dir, work / f"models-{i}", stamp))
+                      for i, stamp in enumerate((1764000000.25, 1764086400.75))]
+        transformer = rehearsal.component("sentiment", "transformer")
+        for pod in (redis_pod, transformer, *predictors):
+            pod.wait_ready(COLD_START_S)
+        yield SimpleNamespace(docs=docs, redis=redis_pod, predictors=predictors, transformer=transformer,
+                              all=[redis_pod, *predictors, transformer])
+    finally:
+        rehearsal.stop()
+
+
+def _predictor_answer(pod, texts):
+    response = httpx.post(f"{pod.url()}/v1/models/sentiment:predict", json={"instances": texts}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_prediction_through_transformer_predictor_and_redis(pods):
+    response = httpx.post(f"{pods.transformer.url()}/v1/models/sentiment:predict", json={"text": TEXTS}, timeout=60)
+    assert response.status_code == 200, response.text
+    rows = response.json()["predictions"]
+    direct = _predictor_answer(pods.predictors[0], TEXTS)
+    assert [row[0]["label"] for row in rows[:2]] == ["POSITIVE", "NEGATIVE"]
+    for row, expected in zip(rows, direct["predictions"], strict=True):
+        assert [r["label"] for r in row] == [e["label"] for e in expected]
+        np.testing.assert_allclose([r["score"] for r in row], [e["score"] for e in expected], atol=1e-4)
+        assert sum(r["score"] for r in row) == pytest.approx(1.0, abs=1e-5)
+
+    # Every sentence landed in the rehearsed Redis under the key the transformer's env asks for.
+    secret = find(pods.docs, "Secret", "sentiment-redis")
+    client = redis.Redis(port=pods.redis.port(6379), password=pods.redis.env["REDIS_PASSWORD"], socket_timeout=5)
+    assert secret["data"]["password"]  # the password came from the rendered Secret
+    namespace = pods.transformer.env.get("CACHE_NAMESPACE", "sentiment")
+    keys = [f"{namespace}:sentiment:{direct['model_version']}:s1:{hashlib.sha256(t.encode()).hexdigest()}"
+            for t in TEXTS]
+    assert all(client.mget(keys)), f"cache keys missing; Redis holds {client.keys('*')}"
+
+    # The same request again is answered from the cache.
+    again = httpx.post(f"{pods.transformer.url()}/v1/models/sentiment:predict", json={"text": TEXTS}, timeout=60)
+    assert again.json() == response.json()
+    metrics = httpx.get(f"{pods.transformer.url()}/metrics", timeout=10).text
+    hits = re.search(r"^sentiment_cache_hits_total (\S+)$", metrics, re.M)
+    assert hits and float(hits.group(1)) >= len(TEXTS)
+
+
+def test_every_predictor_pod_reports_the_same_model_version(pods, model_dir):
+    versions = {_predictor_answer(pod, TEXTS[:1])["model_version"] for pod in pods.predictors}
+    assert len(versions) == 1, f"pods disagree on the model version: {versions}"
+    [version] = versions
+    assert version.startswith(fingerprint(model_dir) + "-")
+    # Both pods really saw different storage-initializer metadata.
+    stamps = {(pod.sandbox.mounts[MODELS_MOUNT][0] / ".cache/huggingface/download/config.json.metadata").read_text()
+              for pod in pods.predictors}
+    assert len(stamps) == 2
+
+
+def test_predictor_threads_follow_its_cpu_limit(pods):
+    """The pod's cgroup carries the manifest's CPU limit; the predictor sizes its forward pass by it."""
+    for pod in pods.predictors:
+        limit = cpu_quantity(pod.container["resources"]["limits"]["cpu"])
+        threads = min(math.ceil(limit), len(os.sched_getaffinity(0)))
+        line = f"forward pass on {threads} threads (cgroup CPU limit {limit:g},"
+        assert line in pod.process.log(), f"{pod.name}: no '{line}' in its log"
+
+
+def test_pods_stay_up_and_write_only_to_declared_volumes(pods):
+    for pod in pods.all:
+        assert pod.process.alive, f"{pod.name} exited:\n{pod.process.log()[-3000:]}"
+        if "livenessProbe" in pod.container:
+            assert pod.probe("livenessProbe"), f"{pod.name}: liveness probe fails"
+        assert pod.write_errors() == [], f"{pod.name} tried to write outside its volumes"
+    # The predictor's writes (its ONNX export) went to its declared volume.
+    for pod in pods.predictors:
+        written = [p for volume in pod.volumes.values() for p in volume.rglob("*.onnx")]
+        assert written, f"{pod.name}: no ONNX export in its volumes {list(pod.volumes)}"
+
+
+def test_pods_fit_their_memory_limits_and_volume_size_limits(pods):
+    """Measured after the predictions above (run this module whole): peak memory and what the volumes hold."""
+    for pod in pods.all:
+        limit = pod.container.get("resources", {}).get("limits", {}).get("memory")
+        if limit:
+            assert pod.peak_memory_bytes() < quantity_bytes(limit), \
+                f"{pod.name}: peak memory {pod.peak_memory_bytes() / 2**20:.0f} MiB, limit {limit}"
+        for mount, size_limit in pod.size_limits.items():
+            assert pod.volume_bytes(mount) < quantity_bytes(size_limit), \
+                f"{pod.name}: {mount} holds {pod.volume_bytes(mount) / 2**20:.0f} MiB, sizeLimit {size_limit}"
+
+
+def test_secrets_stay_out_of_process_arguments(pods):
+    """Anyone who can list processes on the node (or in a shared PID namespace) reads argv."""
+    for pod in pods.all:
+        lines = pod.command_lines()
+        assert lines, f"{pod.name}: no processes found"
+        for name, value in pod.secrets.items():
+            leaks = [" ".join(line) for line in lines if any(value in arg for arg in line)]
+            assert not leaks, f"{pod.name}: the value of {name} (from a Secret) is in a process' arguments"
+
+
+def test_sandboxes_are_non_root_with_a_read_only_root(pods):
+    """What the rehearsal promises: the manifest's uid, writes fail outside the declared volumes."""
+    for pod in pods.all:
+        read_only = ["/", "/etc", *(path for path, (_, ro) in pod.sandbox.mounts.items() if ro)]
+        script = "id -u; " + "".join(f"touch {path}/rehearsal-probe 2>&1; " for path in read_only) + "".join(
+            f"touch {path}/rehearsal-probe && echo wrote {path}; " for path in pod.volumes)
+        out = subprocess.run(pod.sandbox.wrap(["sh", "-c", script]), capture_output=True, text=True, timeout=30).stdout
+        uid = pod.container.get("securityContext", {}).get("runAsUser", pod.sandbox.uid)
+        assert out.splitlines()[0] == str(uid) != "0"
+        assert out.count("Read-only file system") == len(read_only), out
+        assert all(f"wrote {path}" in out for path in pod.volumes), out
+
+
+def test_kubelet_expansion_rules():
+    env = {"A": "x", "EMPTY": ""}
+    assert expand("--p=$(A)", env) == "--p=x"
+    assert expand("$(EMPTY)-$(MISSING)", env) == "-$(MISSING)"
+    assert expand("$$(A) $$ $x $(", env) == "$(A) $ $x $("
+
+
+def test_kserve_transformer_args_follow_containerconcurrency():
+    isvc = {"metadata": {"name": "sentiment", "namespace": "ns"}}
+    assert kserve_transformer_args(["--model_name=sentiment"], isvc, {"containerConcurrency": 256}) == [
+        "--model_name=sentiment", "--predictor_host", "sentiment-predictor.ns", "--http_port", "8080",
+        "--workers", "256"]
+    assert kserve_transformer_args(["--workers=1", "--http_port=8080"], isvc, {"containerConcurrency": 256}) == [
+        "--workers=1", "--http_port=8080", "--model_name", "sentiment", "--predictor_host", "sentiment-predictor.ns"]
+
+
+def test_port_flags_move_to_free_ports():
+    ports = {8080: 50001}
+    args = rewrite_ports(["--http_port=8080", "--grpc_port", "8081", "--model_name=x", "--port", "x"], ports)
+    assert args[0] == "--http_port=50001" and args[1:3] == ["--grpc_port", str(ports[8081])]
+    assert args[3:] == ["--model_name=x", "--port", "x"] and ports[8081] != 8081
