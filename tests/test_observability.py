@@ -291,6 +291,23 @@ def test_a_misspelled_label_in_an_alert_fails_the_check(prometheus):
     assert [f.split(":", 1)[0] for f in found] == ["alert SentimentPredictorShedding"]
 
 
+def test_queue_alerts_watch_the_predictor_default_limits():
+    from predictor.settings import PredictorSettings
+
+    defaults = {name: f.default for name, f in PredictorSettings.__dataclass_fields__.items()}
+    rules = {r["alert"]: r["expr"] for g in yaml.safe_load(RULES.read_text())["spec"]["groups"] for r in g["rules"]}
+    limits = {"SentimentPredictorQueueNearLimit": ("sentiment_predictor_queued_texts", "max_queued_texts"),
+              "SentimentPredictorQueueTokensNearLimit": ("sentiment_predictor_queued_tokens", "max_queued_tokens")}
+    checked = []
+    for alert, (metric, setting) in limits.items():
+        match = re.fullmatch(rf"max by \(namespace, pod\) \({metric}\) / (\d+) > 0\.8", rules[alert])
+        assert match, rules[alert]
+        if setting in defaults:  # max_queued_tokens comes with the token-budgeted queue
+            assert int(match[1]) == defaults[setting], f"{alert}: the default --{setting} is {defaults[setting]}"
+            checked.append(setting)
+    assert "max_queued_texts" in checked
+
+
 def test_dashboard_imports_cleanly():
     """What Grafana needs: unique panel ids, panels inside the 24-column grid without overlaps, every
     variable used in a query declared, every query on the dashboard's data source variable."""
