@@ -69,7 +69,7 @@ def k6_series(data: dict) -> dict[str, dict]:
 def k6_runs(data: dict, title: str) -> plt.Figure:
     """Requests/s and latency percentiles of each run the k6 result holds, side by side."""
     series = k6_series(data)
-    fig, (rps, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (rps, latency) = plt.subplots(1, 2, figsize=(max(11, 3 + 2.2 * len(series)), 4.6))
     names = list(series)
     bars = rps.bar(_wrap(names), [s["requests_per_s"] for s in series.values()],
                    color=[f"C{i}" for i in range(len(names))])
