@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU torch first, so nothing below can pull a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[predictor,transformer,dev]'
+	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[predictor,transformer,dev,bench]'
 	touch $@
 
 system-deps:

@@ -42,10 +42,33 @@ def sentence_of_tokens(tokens: int) -> str:
     return " ".join(words.split()[: max(1, tokens - 2)])
 
 
+def cpu_info() -> dict:
+    """The CPU a figure was measured on: results differ between AVX2-only and AVX-512/VNNI machines."""
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        flags = set(flags.split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        flags = set()
+    return {"model_name": model or platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "avx2": "avx2" in flags, "avx512": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags}
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages: the cores are shared, so say how busy they were."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
-            "machine": platform.processor() or platform.machine(), **data}
+            "machine": platform.processor() or platform.machine(), "cpu": cpu_info(),
+            "load_average_at_end": load_average(), **data}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2))
     print(f"-> {path.relative_to(REPO)}")

@@ -3,18 +3,35 @@ then the plots of them (bench/results/*.png and REPORT.md)."""
 
 from __future__ import annotations
 
-from bench import accuracy, cache_hit, cold_start, k6_mix, plots, raw_model, served, soak
+from bench import (
+    accuracy,
+    batch_tokens,
+    cache_hit,
+    cold_start,
+    fairness,
+    k6_mix,
+    miss_profile,
+    near_cache_choice,
+    plots,
+    raw_model,
+    served,
+    soak,
+)
 
 
 def main() -> None:
     raw_model.run("distilbert")
+    batch_tokens.run()
     accuracy.run()
     for runtime in ("onnx", "onnx-int8"):
         served.run("distilbert", runtime)
     cache_hit.run()
-    k6_mix.run()
+    near_cache_choice.run()
+    k6_mix.run()  # the original app and this stack side by side, then the fixed arrival rate
+    miss_profile.run()
     cold_start.run()
     soak.run()
+    fairness.run()
     plots.render()
 
 

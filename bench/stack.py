@@ -8,6 +8,13 @@ from pathlib import Path
 from bench.common import MINILM_DIR
 from tests.processes import PredictorProcess, RedisServer, TransformerProcess
 
+CO_LOCATED_PREDICTOR = ["--threads", "1"]
+"""Flags of a predictor sharing its cores with the transformer, Redis and the load generator (as
+`make serve` runs it): one forward-pass thread. With two ONNX Runtime threads on 2 shared cores,
+each parallel section waits for a thread the scheduler has not run yet: at 818 req/s (5% misses)
+a call cost 19 ms of CPU instead of 11 and misses queued for seconds (bench.miss_profile,
+p818_default vs p818_threads1). Later flags in `predictor_extra` override it."""
+
 
 @contextmanager
 def local_stack(model_dir: Path = MINILM_DIR, predictor_extra: list[str] | None = None,
@@ -15,9 +22,13 @@ def local_stack(model_dir: Path = MINILM_DIR, predictor_extra: list[str] | None 
     redis = RedisServer().start()
     predictor = transformer = None
     try:
-        predictor = PredictorProcess(model_dir, extra=predictor_extra).start()
-        transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis.url, protocol="v2",
-                                         extra=transformer_extra).start()
+        predictor = PredictorProcess(model_dir, extra=[*CO_LOCATED_PREDICTOR, *(predictor_extra or [])]).start()
+        # `--predictor_protocol grpc-v2` among the extra flags calls the predictor's gRPC port instead.
+        extra = list(transformer_extra or [])
+        grpc = "grpc-v2" in extra and extra[extra.index("grpc-v2") - 1] == "--predictor_protocol"
+        host = predictor.grpc_target if grpc else f"127.0.0.1:{predictor.http_port}"
+        transformer = TransformerProcess(host, redis.url, protocol="grpc-v2" if grpc else "v2",
+                                         extra=extra).start()
         yield redis, predictor, transformer
     finally:
         for proc in (transformer, predictor, redis):

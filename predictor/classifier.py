@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -29,7 +30,8 @@ class Encoded:
 class SentimentClassifier:
     """A Hugging Face sequence classifier loaded from a model directory.
 
-    Not thread-safe: exactly one thread (the batcher's worker) calls `predict_encoded`.
+    `encode` is thread-safe (callers tokenize concurrently, off the worker); `predict_encoded`
+    is not: exactly one thread (the batcher's worker) calls it.
     """
 
     def __init__(self, model_dir: str | Path, runtime: str = "torch", max_length: int | None = None,
@@ -47,15 +49,14 @@ class SentimentClassifier:
         model_max = min(getattr(config, "max_position_embeddings", 512), self.tokenizer.model_max_length)
         self.max_length = min(max_length, model_max) if max_length else model_max
         self.pad_id = self.tokenizer.pad_token_id or 0
+        self._encoder = _truncating_encoder(self.tokenizer, self.max_length)
         model_hash = fingerprint(self.model_dir)
         self.version = f"{model_hash}-{runtime}"
         self._forward = load_backend(runtime, self.model_dir, model_hash, threads, Path(onnx_cache_dir))
 
     def encode(self, texts: list[str]) -> list[Encoded]:
-        """Tokenize without padding, truncating each text to `max_length` tokens."""
-        out = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False,
-                             return_attention_mask=False, return_token_type_ids=False)
-        return [Encoded(ids) for ids in out["input_ids"]]
+        """Tokenize without padding, truncating each text to `max_length` tokens (thread-safe)."""
+        return [Encoded(e.ids) for e in self._encoder.encode_batch(texts)]
 
     def predict_encoded(self, batch: list[Encoded]) -> np.ndarray:
         """Softmax probabilities [len(batch), num_labels] for one padded forward pass."""
@@ -70,6 +71,22 @@ class SentimentClassifier:
     def predict(self, texts: list[str]) -> np.ndarray:
         """Probabilities for `texts` in one forward pass (no batching queue)."""
         return self.predict_encoded(self.encode(texts))
+
+
+def _truncating_encoder(tokenizer, max_length: int) -> Tokenizer:
+    """A private copy of the Rust tokenizer with truncation set once, so `encode` never mutates it.
+
+    Calling the Hugging Face tokenizer re-applies truncation settings to its shared Rust object on
+    every call, which fails ("Already borrowed") when two threads tokenize at once. `encode_batch`
+    on an unchanging copy gives the same ids (tested) and releases the GIL while it works.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no fast (Rust) tokenizer; add a tokenizer.json")
+    encoder = Tokenizer.from_str(backend.to_str())
+    encoder.enable_truncation(max_length, direction=tokenizer.truncation_side)
+    encoder.no_padding()
+    return encoder
 
 
 # What transformers reads from a model directory: the config, the tokenizer's files (whichever the

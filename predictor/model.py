@@ -34,7 +34,9 @@ class SentimentPredictor(Model):
                                               threads=s.threads, onnx_cache_dir=s.onnx_cache_dir)
         # Warm-up at the largest batch so the first real request pays no one-off costs.
         self.classifier.predict(["warm-up sentence for the first forward pass"] * s.max_batch_size)
-        self.batcher = BatchQueue(self.classifier, s.max_batch_size, s.max_wait_ms, s.max_queued_texts)
+        self.batcher = BatchQueue(self.classifier, s.max_batch_size, s.max_wait_ms, s.max_queued_texts,
+                                  max_batch_tokens=s.max_batch_tokens, max_request_tokens=s.max_request_tokens,
+                                  max_queued_tokens=s.max_queued_tokens)
         self.batcher.start()
         log.info("model %s loaded from %s: labels=%s version=%s runtime=%s", self.name, s.model_dir,
                  self.classifier.labels, self.classifier.version, s.runtime)

@@ -27,3 +27,18 @@ class PredictorSettings(ServerSettings):
     max_wait_ms: float = setting(2.0, "how long the worker waits for more requests to fill a batch, only while "
                                  "there is concurrent traffic")
     max_queued_texts: int = setting(2048, "texts waiting for the model beyond which requests get 429")
+    # On 2 cores (ONNX Runtime) MiniLM and DistilBERT do as many tokens/s in passes of 512 padded
+    # tokens as of 1,024 (16x32, 4x128, 2x256 against 32x32, 8x128, 4x256), so larger passes only
+    # make others wait longer; 512 still holds one text of 512 tokens, or 32 of 16 (bench/batch_tokens.py).
+    max_batch_tokens: int = setting(512, "most padded tokens (texts x the longest of them) in one forward pass; "
+                                    "a large request is split into such passes, other requests' passes run "
+                                    "between them")
+    # The texts and characters limits bound bytes, not work: a request's work is its tokens. 16,384 is
+    # TEI's max_batch_tokens and max_client_batch_size x 512 (32 texts of 512 tokens, or 256 of 64); a
+    # request at the limit takes 10-12 s of MiniLM and 22-25 s of DistilBERT on 2 cores (bench/fairness.py).
+    max_request_tokens: int = setting(16_384, "most tokens (after truncation to max_length per text) in one "
+                                      "request (413 beyond)")
+    # Two maximum-size requests: about 45 s of DistilBERT work on 2 cores (bench/fairness.py); 2,048
+    # long texts could otherwise queue 1M tokens. At least max_request_tokens.
+    max_queued_tokens: int = setting(32_768, "tokens waiting for the model beyond which requests get 429 "
+                                     "(besides max_queued_texts)")

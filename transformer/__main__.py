@@ -12,6 +12,7 @@ from .caching import CachedClassifier
 from .fast_routes import FastJsonRoutes
 from .keys import CacheKeys
 from .model import SentimentTransformer
+from .near_cache import NearCache, TieredPredictionCache
 from .predictor_client import PredictorClient
 from .routes import JsonRoutes, install_routes
 from .settings import TransformerSettings
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
         s.redis_url, s.cache_ttl_s, socket_timeout_s=s.redis_socket_timeout_ms / 1000,
         connect_timeout_s=s.redis_connect_timeout_ms / 1000, health_check_interval_s=s.redis_health_check_interval_s,
         password=s.redis_password, ca_cert=s.redis_ca_cert)
+    if s.near_cache_entries > 0 and s.near_cache_bytes > 0:
+        cache = TieredPredictionCache(NearCache(s.near_cache_entries, s.near_cache_bytes), cache, s.cache_ttl_s)
     client = PredictorClient(s.predictor_host, s.model_name, s.predictor_protocol, s.predictor_use_ssl,
                              deadline_s=s.predictor_deadline_s, attempt_timeout_s=s.predictor_request_timeout_seconds)
     classifier = CachedClassifier(cache, client, CacheKeys(s.cache_namespace, s.model_name), s.model_fingerprint,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -19,10 +19,17 @@ from . import metrics
 log = logging.getLogger(__name__)
 
 
+class CacheHit(NamedTuple):
+    """A cached value and the tier that had it (`memory` or `redis`, the hit counters' label)."""
+
+    value: bytes
+    tier: str
+
+
 class PredictionCache(Protocol):
     """What the transformer needs from a cache. Implementations never raise on backend faults."""
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+    async def get_many(self, keys: Sequence[str]) -> list[CacheHit | None]: ...
 
     async def set_many(self, items: Mapping[str, bytes]) -> None: ...
 
@@ -78,7 +85,15 @@ class RedisPredictionCache:
         log.warning("redis %s failed (%s: %s); serving without cache for %.2fs", op, type(exc).__name__, exc,
                     self._pause_s)
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+    async def get_many(self, keys: Sequence[str]) -> list[CacheHit | None]:
+        values = await self._get(keys)
+        return [None if v is None else CacheHit(v, "redis") for v in values]
+
+    async def get_many_expiring(self, keys: Sequence[str]) -> list[tuple[bytes, float] | None]:
+        """Each found value with the seconds it has left in Redis (inf without a TTL), in one round trip."""
+        return await self._get(keys, with_ttl=True)
+
+    async def _get(self, keys: Sequence[str], with_ttl: bool = False) -> list:
         if not keys:
             return []
         if not self._available():
@@ -86,13 +101,24 @@ class RedisPredictionCache:
             return [None] * len(keys)
         start = time.perf_counter()
         try:
-            values = await self.client.mget(keys)
+            if with_ttl:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.mget(keys)
+                    for key in keys:
+                        pipe.pttl(key)
+                    values, *ttls = await pipe.execute()
+            else:
+                values = await self.client.mget(keys)
         except (TimeoutError, RedisError, OSError, RedisTimeoutError) as exc:
             self._failed("get", exc)
             return [None] * len(keys)
         metrics.REDIS_LATENCY.labels(op="get").observe(time.perf_counter() - start)
         self._succeeded()
-        return values
+        if not with_ttl:
+            return values
+        # PTTL answers -1 for a key without expiry and -2 for one gone since the MGET (a miss).
+        return [None if v is None or t == -2 else (v, float("inf") if t == -1 else t / 1000)
+                for v, t in zip(values, ttls, strict=True)]
 
     async def set_many(self, items: Mapping[str, bytes]) -> None:
         if not items or not self._available():

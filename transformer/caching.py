@@ -58,12 +58,12 @@ class CachedClassifier:
         fingerprint = self.fingerprint
         if fingerprint is not None:
             values = await self.cache.get_many([self.keys.key(fingerprint, t) for t in unique])
-            for text, raw in zip(unique, values, strict=True):
-                entry = decode_entry(raw) if raw is not None else None
+            for text, hit in zip(unique, values, strict=True):
+                entry = decode_entry(hit.value) if hit is not None else None
                 if entry is not None and entry[0] == self.labels:
                     found[text] = entry[1]
+                    metrics.CACHE_HITS.labels(tier=hit.tier).inc()
         misses = [t for t in unique if t not in found]
-        metrics.CACHE_HITS.inc(len(found))
         metrics.CACHE_MISSES.inc(len(misses))
         if misses:
             answer = await self.client.predict(misses)

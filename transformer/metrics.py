@@ -2,7 +2,10 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-CACHE_HITS = Counter("sentiment_cache_hits_total", "Texts answered from the cache.")
+CACHE_HITS = Counter("sentiment_cache_hits_total", "Texts answered from the cache, by tier (memory, redis).",
+                     ["tier"])
+for _tier in ("memory", "redis"):  # both series exist from the start, so rates and sums never lack one
+    CACHE_HITS.labels(tier=_tier)
 CACHE_MISSES = Counter("sentiment_cache_misses_total", "Texts sent to the predictor.")
 CACHE_ERRORS = Counter("sentiment_cache_errors_total",
                        "Cache operations that failed (get, set) or were skipped while Redis was failing.", ["op"])

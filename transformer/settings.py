@@ -35,3 +35,7 @@ class TransformerSettings(ServerSettings):
     model_fingerprint: str | None = setting(None, "fingerprint to look up before the predictor has reported one",
                                             env="MODEL_FINGERPRINT", parse=str)
     max_inflight: int = setting(512, "requests being answered at once beyond which new ones get 429")
+    near_cache_entries: int = setting(100_000, "most predictions kept in process memory in front of Redis "
+                                      "(0: no near cache)", env="NEAR_CACHE_ENTRIES")
+    near_cache_bytes: int = setting(64 << 20, "most bytes those predictions take, keys and bookkeeping included "
+                                    "(0: no near cache)", env="NEAR_CACHE_BYTES")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from serving.errors import Unavailable
+from transformer.cache import CacheHit
 from transformer.caching import CachedClassifier
 from transformer.keys import SCHEMA_VERSION, CacheKeys
 from transformer.shapes import Predictions, decode_entry, encode_entry
@@ -25,7 +26,9 @@ class MemoryCache:
 
     async def get_many(self, keys):
         self.gets.append(list(keys))
-        return [None] * len(keys) if self.broken else [self.data.get(k) for k in keys]
+        if self.broken:
+            return [None] * len(keys)
+        return [CacheHit(self.data[k], "memory") if k in self.data else None for k in keys]
 
     async def set_many(self, items):
         self.sets.append(dict(items))

@@ -34,10 +34,14 @@ def own_redis(redis_port):
     server.stop()
 
 
+# These tests are about the Redis tier: no near cache, so every hit is a Redis read.
+REDIS_ONLY = ["--near_cache_entries", "0"]
+
+
 @pytest.fixture
 def transformer(predictor, own_redis):
     proc = TransformerProcess(f"127.0.0.1:{predictor.http_port}", own_redis.url,
-                              extra=["--cache_namespace", "faults"])
+                              extra=["--cache_namespace", "faults", *REDIS_ONLY])
     yield proc
     proc.stop()
 
@@ -154,7 +158,8 @@ def test_redis_over_tls_with_a_private_ca(predictor, tmp_path):
     tls = TlsFiles.create(tmp_path)
     server = RedisServer(password="tls-pw", tls=tls).start()
     url = f"rediss://127.0.0.1:{server.port}/0"
-    trusting = TransformerProcess(f"127.0.0.1:{predictor.http_port}", url, extra=["--cache_namespace", "tls"],
+    trusting = TransformerProcess(f"127.0.0.1:{predictor.http_port}", url,
+                                  extra=["--cache_namespace", "tls", *REDIS_ONLY],
                                   env={"REDIS_PASSWORD": "tls-pw", "REDIS_CA_CERT": str(tls.ca)})
     untrusting = TransformerProcess(f"127.0.0.1:{predictor.http_port}", url, extra=["--cache_namespace", "tls"],
                                     env={"REDIS_PASSWORD": "tls-pw"})

@@ -1,0 +1,206 @@
+"""Fairness of the predictor's scheduling, before and after token-budgeted fair passes.
+
+1. A one-text request sent while a maximum-size request (just under --max_request_tokens: 31
+   texts of 512 tokens and one short) runs: its latency beside it and alone, on the shared MiniLM
+   model and on DistilBERT (random weights). "Before" is the predictor of another git revision
+   (default: where this branch left main, which ran each request's texts to the end before the
+   next request), started from an export of that revision with the same flags; "after" is this
+   checkout.
+2. A mixed-length load (issue 12): closed-loop clients each sending one SST-2 sentence per
+   request, then the same with 10% of requests carrying one 256-320-token text instead: p50/p99
+   of the short requests with and without the long ones, before and after.
+
+Every ratio comes from one run of one server. Results: bench/results/fairness.json.
+
+    python -m bench.fairness [--models minilm,distilbert] [--mixed_models minilm] [--seconds 20]
+                             [--clients 8] [--baseline REVISION]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import CACHE, MINILM_DIR, distilbert_dir, sentence_of_tokens, table, write_result
+from bench.k6_mix import sentences
+from tests.processes import REPO, PredictorProcess, http_ready
+
+LONG = "a long sentence about a film " * 100  # 600 words: truncated to 512 tokens
+SHORT = "I love this movie"
+
+
+class RevisionPredictor(PredictorProcess):
+    """The predictor of another git revision, same flags (`python -m predictor` runs from its export)."""
+
+    def __init__(self, source: Path, model_dir: Path, extra: list[str] | None = None):
+        super().__init__(model_dir, extra=extra)
+        self.source = source
+
+    def start(self, wait: bool = True) -> RevisionPredictor:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, cwd=self.source, env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        if wait:
+            self.wait_ready(http_ready(f"{self.url}/v2/models/{self.model_name}/ready"), timeout=300)
+        return self
+
+
+def export_revision(revision: str | None) -> tuple[str, Path]:
+    """An export of `revision`'s predictor/ (default: the merge base of HEAD and main)."""
+    command = ["rev-parse", revision] if revision else ["merge-base", "HEAD", "main"]
+    commit = subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    target = CACHE / f"revision-{commit[:12]}"
+    if not (target / "predictor" / "__main__.py").is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = target / "predictor.tar"
+        subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), commit, "predictor"], check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        archive.unlink()
+    return commit, target
+
+
+def cpu_info() -> dict:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    return {"cpu_model": fields.get("Model name", "?").strip(), "avx2": "avx2" in flags,
+            "avx512": any(f.startswith("avx512") for f in flags), "avx512_vnni": "avx512_vnni" in flags}
+
+
+def timed(client: httpx.Client, url: str, texts: list[str]) -> float:
+    start = time.monotonic()
+    r = client.post(url, json={"instances": texts})
+    elapsed = time.monotonic() - start
+    if r.status_code != 200:
+        raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+    return elapsed
+
+
+def beside_large(server: PredictorProcess, repeats: int) -> dict:
+    """A one-text request's latency alone and while a maximum-size request runs."""
+    url = f"{server.url}/v1/models/sentiment:predict"
+    large = [f"{i} {LONG}" for i in range(31)] + ["a short one to stay under the budget"]
+    with httpx.Client(timeout=600) as client:
+        for _ in range(3):
+            timed(client, url, [SHORT])
+            timed(client, url, [LONG])
+        alone = statistics.median(timed(client, url, [SHORT]) for _ in range(7))
+        one_pass = statistics.median(timed(client, url, [LONG]) for _ in range(3))
+        large_alone = timed(client, url, large)
+        waits, large_times = [], []
+
+        def send_large() -> None:
+            with httpx.Client(timeout=600) as other:
+                large_times.append(timed(other, url, large))
+
+        for _ in range(repeats):
+            thread = threading.Thread(target=send_large)
+            thread.start()
+            time.sleep(0.5)  # as in issue 14: the short request is sent 0.5 s after the large one
+            waits.append(timed(client, url, [SHORT]))
+            thread.join()
+    return {"short_alone_s": alone, "one_512_token_text_s": one_pass, "large_alone_s": large_alone,
+            "large_beside_s": statistics.median(large_times), "short_beside_large_s": max(waits),
+            "short_beside_large_all_s": waits}
+
+
+def mixed_load(server: PredictorProcess, seconds: float, clients: int, long_share: float) -> dict:
+    """Closed-loop clients; a share of requests carry one long text. Latency of the short ones."""
+    url = f"{server.url}/v1/models/sentiment:predict"
+    pool = sentences("dev.tsv", 400)
+    stop = threading.Event()
+    short_latencies: list[float] = []
+    long_latencies: list[float] = []
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(timeout=600) as http:
+            while not stop.is_set():
+                if rng.random() < long_share:
+                    text = f"{rng.randrange(10**6)} {sentence_of_tokens(rng.randint(256, 320))}"
+                    long_latencies.append(timed(http, url, [text]))
+                else:
+                    short_latencies.append(timed(http, url, [rng.choice(pool)]))
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)  # the load runs for a fixed time
+    stop.set()
+    for t in threads:
+        t.join()
+    short_latencies.sort()
+    return {"short_requests": len(short_latencies), "long_requests": len(long_latencies),
+            "short_p50_ms": 1000 * short_latencies[len(short_latencies) // 2],
+            "short_p99_ms": 1000 * short_latencies[int(len(short_latencies) * 0.99)],
+            "long_p50_ms": 1000 * statistics.median(long_latencies) if long_latencies else None,
+            "requests_per_s": (len(short_latencies) + len(long_latencies)) / seconds}
+
+
+def run(models=("minilm", "distilbert"), mixed_models=("minilm",), seconds: float = 20, clients: int = 8,
+        baseline: str | None = None, repeats: int = 2) -> dict:
+    commit, source = export_revision(baseline)
+    dirs = {"minilm": MINILM_DIR, "distilbert": distilbert_dir()}
+    servers = {"before": lambda d: RevisionPredictor(source, d), "after": PredictorProcess}
+    fairness_rows, mixed_rows = [], []
+    for model in dict.fromkeys((*models, *mixed_models)):
+        for name, make in servers.items():
+            server = make(dirs[model]).start()
+            try:
+                if model in models:
+                    fairness_rows.append({"model": model, "server": name, **beside_large(server, repeats)})
+                    print(table(fairness_rows[-1:], ["model", "server", "short_alone_s", "one_512_token_text_s",
+                                                     "large_alone_s", "short_beside_large_s"]), flush=True)
+                if model in mixed_models:
+                    for share in (0.0, 0.1):
+                        mixed_rows.append({"model": model, "server": name, "long_share": share,
+                                           **mixed_load(server, seconds, clients, share)})
+                        print(table(mixed_rows[-1:], ["model", "server", "long_share", "short_p50_ms",
+                                                      "short_p99_ms", "requests_per_s"]), flush=True)
+            finally:
+                server.stop()
+    summary = {}
+    for row in fairness_rows:
+        summary[f"{row['model']}_{row['server']}_short_beside_large_s"] = row["short_beside_large_s"]
+        summary[f"{row['model']}_{row['server']}_short_beside_large_vs_alone"] = (
+            row["short_beside_large_s"] / row["short_alone_s"])
+    for model in mixed_models:
+        for name in servers:
+            p99 = {r["long_share"]: r["short_p99_ms"] for r in mixed_rows
+                   if r["model"] == model and r["server"] == name}
+            summary[f"{model}_{name}_mixed_short_p99_ratio"] = p99[0.1] / p99[0.0]
+    print(table(fairness_rows, ["model", "server", "short_alone_s", "one_512_token_text_s", "large_alone_s",
+                                "large_beside_s", "short_beside_large_s"]))
+    print(table(mixed_rows, ["model", "server", "long_share", "short_requests", "long_requests", "short_p50_ms",
+                             "short_p99_ms", "long_p50_ms", "requests_per_s"]))
+    for key, value in summary.items():
+        print(f"{key}: {value:.2f}")
+    write_result("fairness", {**cpu_info(), "baseline": baseline or "merge-base HEAD main", "baseline_commit": commit,
+                              "clients": clients, "seconds": seconds, "fairness": fairness_rows,
+                              "mixed": mixed_rows, "summary": summary})
+    return summary
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="minilm,distilbert", help="models for the beside-a-large-request test")
+    parser.add_argument("--mixed_models", default="minilm", help="models for the mixed-length load")
+    parser.add_argument("--seconds", type=float, default=20, help="length of each mixed-load phase")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2, help="large requests per server")
+    parser.add_argument("--baseline", default=None,
+                        help="git revision whose predictor is 'before' (default: merge-base of HEAD and main)")
+    args = parser.parse_args()
+    split = lambda value: tuple(m for m in value.split(",") if m)  # noqa: E731
+    run(split(args.models), split(args.mixed_models), args.seconds, args.clients, args.baseline, args.repeats)

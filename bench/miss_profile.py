@@ -1,0 +1,153 @@
+"""Where a cache miss spends its time while hits are flowing: metrics and py-spy, not guesses.
+
+Runs the fixed-rate k6 mix (`bench.k6_mix`'s scenario) against the local stack and, meanwhile,
+samples the transformer and the predictor with py-spy (`record --format raw`, on-CPU samples),
+and reads the services' histograms before and after. The breakdown of a miss (means):
+
+- k6 miss latency (client's view, its own scheduling included);
+- transformer -> predictor call (`sentiment_predictor_latency_seconds`), of which the predictor's
+  model call (KServe's `request_predict_seconds`: batch wait + tokenize + forward);
+- the rest of the transformer's time (event-loop queueing, Redis, JSON) is the difference.
+
+And where each process burns CPU (top functions by on-CPU samples), plus the CPU seconds each
+process used (from /proc), so oversubscription shows.
+
+    python -m bench.miss_profile [--rate 818] [--seconds 30] [--predictor_extra "..."] [--transformer_extra "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import load_average, table, write_result
+from bench.k6_mix import k6, sentences, warm
+from bench.stack import local_stack
+
+
+def histogram_sums(url: str, name: str) -> tuple[float, float]:
+    """(sum, count) of a Prometheus histogram, every label set added."""
+    total = count = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(f"{name}_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{name}_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def top_functions(raw: Path, limit: int = 12) -> list[dict]:
+    """Top functions by self (leaf) and inclusive on-CPU samples from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r" \(.*?:\d+\)$", "", f) for f in stack.split(";")]
+        frames = [re.sub(r"\s*\((.*?)\)$", r" (\1)", f) for f in frames]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    rows = [{"function": f, "self_share": n / total, "inclusive_share": inclusive[f] / total}
+            for f, n in own.most_common(limit)]
+    return rows
+
+
+def run(rate: float = 818, seconds: int = 30, hit_ratio: float = 0.95, predictor_extra: list[str] | None = None,
+        transformer_extra: list[str] | None = None, name: str = "miss_profile") -> dict:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    hot, cold = sentences("dev.tsv", 200), sentences("train.tsv", 5000)
+    with local_stack(predictor_extra=predictor_extra, transformer_extra=transformer_extra) as (
+            _redis, predictor, transformer), tempfile.TemporaryDirectory() as tmp:
+        url = f"{transformer.url}/bulk-predict"
+        warm(url, hot)
+        procs = {"transformer": transformer, "predictor": predictor}
+        before = {"hop": histogram_sums(transformer.url, "sentiment_predictor_latency_seconds"),
+                  "predict": histogram_sums(predictor.url, "request_predict_seconds"),
+                  "cpu": {k: cpu_seconds(p.proc.pid) for k, p in procs.items()}}
+        spies = {k: subprocess.Popen([spy, "record", "--pid", str(p.proc.pid), "--duration", str(seconds),
+                                      "--rate", "100", "--nonblocking", "--format", "raw",
+                                      "--output", str(Path(tmp, f"{k}.txt"))],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for k, p in procs.items()}
+        threads = {k: thread_count(p.proc.pid) for k, p in procs.items()}
+        result: dict = {}
+        load = threading.Thread(target=lambda: result.update(
+            k6(url, hot, cold, f"{seconds}s", hit_ratio, rate=rate)))
+        started = time.monotonic()
+        load.start()
+        load.join()
+        elapsed = time.monotonic() - started
+        for p in spies.values():
+            p.wait(60)
+        after = {"hop": histogram_sums(transformer.url, "sentiment_predictor_latency_seconds"),
+                 "predict": histogram_sums(predictor.url, "request_predict_seconds"),
+                 "cpu": {k: cpu_seconds(p.proc.pid) for k, p in procs.items()}}
+        profiles = {k: top_functions(Path(tmp, f"{k}.txt")) for k in procs if Path(tmp, f"{k}.txt").exists()}
+
+    def mean_ms(key: str) -> float | None:
+        total = after[key][0] - before[key][0]
+        count = after[key][1] - before[key][1]
+        return total / count * 1000 if count else None
+
+    breakdown = {
+        "k6_miss_p50_ms": result["miss_p50_ms"], "k6_miss_p99_ms": result["miss_p99_ms"],
+        "transformer_to_predictor_mean_ms": mean_ms("hop"),
+        "predictor_model_call_mean_ms": mean_ms("predict"),
+        "predictor_calls": after["hop"][1] - before["hop"][1],
+        "cpu_share_of_one_core": {k: (after["cpu"][k] - before["cpu"][k]) / elapsed for k in after["cpu"]},
+        # CPU per request holds up on a busy machine, where latencies measure the neighbours too.
+        "transformer_cpu_ms_per_request": (after["cpu"]["transformer"] - before["cpu"]["transformer"]) * 1000
+        / max(1, result["requests"]),
+        "predictor_cpu_ms_per_call": (after["cpu"]["predictor"] - before["cpu"]["predictor"]) * 1000
+        / max(1, after["hop"][1] - before["hop"][1]),
+        "threads": threads,
+    }
+    print(table([result], ["requests_per_s", "p50_ms", "p99_ms", "hit_p99_ms", "miss_p50_ms", "miss_p99_ms",
+                           "failed_requests", "dropped_iterations"]))
+    print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in breakdown.items()})
+    for k, rows in profiles.items():
+        print(f"\n{k}: top functions by on-CPU samples")
+        print(table(rows, ["function", "self_share", "inclusive_share"]))
+    write_result(name, {"description": __doc__.split("\n\n")[0], "load": result, "breakdown": breakdown,
+                        "profiles": profiles, "predictor_extra": predictor_extra or [],
+                        "transformer_extra": transformer_extra or [], "load_average_before": result.get(
+                            "load_average_before"), "load_average_after": load_average()})
+    return breakdown
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=818)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--predictor_extra", default="")
+    parser.add_argument("--transformer_extra", default="")
+    parser.add_argument("--name", default="miss_profile")
+    args = parser.parse_args()
+    run(args.rate, args.seconds, predictor_extra=args.predictor_extra.split() or None,
+        transformer_extra=args.transformer_extra.split() or None, name=args.name)
