@@ -38,7 +38,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 system-deps:
-	@command -v redis-server >/dev/null && command -v openssl >/dev/null && command -v bwrap >/dev/null || { \
+	@command -v redis-server >/dev/null && command -v openssl >/dev/null && command -v bwrap >/dev/null \
+	  && command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl \
-	    bubblewrap; }
+	    bubblewrap prometheus; }

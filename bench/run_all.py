@@ -1,4 +1,5 @@
-"""`make bench`: every benchmark in turn; each prints its table and writes bench/results/<name>.json."""
+"""`make bench`: every benchmark in turn; each prints its table and writes bench/results/<name>.json,
+then the plots of them (bench/results/*.png and REPORT.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from bench import (
     k6_mix,
     miss_profile,
     near_cache_choice,
+    plots,
     raw_model,
     served,
     soak,
@@ -30,6 +32,7 @@ def main() -> None:
     cold_start.run()
     soak.run()
     fairness.run()
+    plots.render()
 
 
 if __name__ == "__main__":

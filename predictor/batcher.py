@@ -8,8 +8,9 @@ in progress together. Each forward pass holds at most `max_batch_size` texts and
 into many passes and other requests' passes run between them:
 
 - Jobs are served least-served first (fewest tokens computed so far), then those needing fewer
-  passes, then first come first served: a new short request leads the next pass while a large
-  one is under way or waiting, and large jobs take turns. A job that younger jobs overtook in
+  passes, then those with fewer tokens by steps of `SIZE_CLASS_TOKENS`, then first come first
+  served: a new short request leads the next pass while a large or long one is under way or
+  waiting, large jobs take turns, and sentences of similar size keep their order. A job that younger jobs overtook in
   `MAX_SKIPPED_PASSES` passes in a row goes first, so none is starved.
 - Each job's texts go shortest first, and a text joins a pass if its length is within 2x of the
   pass's width or it adds at most `pad_slack_tokens` of padding (a few times what a separate
@@ -51,6 +52,9 @@ that it waits for a pass of its own length.
 A pass costs about its padded tokens plus a fixed cost worth 15-25 tokens (MiniLM and DistilBERT on
 ONNX Runtime, 2 cores); a few times that lets short texts of different lengths share passes while a
 short text never rides, padded, in a pass of long ones."""
+SIZE_CLASS_TOKENS = 128
+"""Requests within the same step of this many tokens are served first come first served, so a
+slightly longer sentence is not overtaken by shorter ones; a 300-token text waits behind them."""
 INLINE_TOKENIZE_CHARS = 512
 """Requests up to this many characters are tokenized on the event loop (at most ~0.5 ms; a short
 sentence 85 us, against 225 us through a thread); longer ones in a thread (the tokenizer releases
@@ -251,11 +255,12 @@ class BatchQueue:
         return rows, width
 
     def _priority(self, job: _Job) -> tuple:
-        """Overtaken too often first (oldest first); then least served, fewest passes left, oldest."""
+        """Overtaken too often first (oldest first); then least served, fewest passes left, smaller
+        size class, oldest."""
         if job.skipped_passes >= MAX_SKIPPED_PASSES:
-            return (0, job.seq, 0, 0)
+            return (0, job.seq, 0, 0, 0)
         passes_left = max(-(-job.pending_tokens // self.max_batch_tokens), -(-len(job.pending) // self.max_batch_size))
-        return (1, job.served_tokens, passes_left, job.seq)
+        return (1, job.served_tokens, passes_left, job.pending_tokens // SIZE_CLASS_TOKENS, job.seq)
 
     def _fits(self, count: int, width: int, length: int) -> bool:
         """Whether a text of `length` tokens may join a pass of `count` texts padded to `width`."""
