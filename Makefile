@@ -15,7 +15,7 @@ serve: install
 
 ## test: run the whole test suite (unit, real-process integration, manifests, lint)
 test: install
-	$(VENV)/bin/ruff check predictor transformer tests bench
+	$(VENV)/bin/ruff check serving predictor transformer harness tests bench
 	$(PY) -m pytest
 
 ## bench: run every benchmark under bench/ (not part of the tests)

@@ -5,18 +5,11 @@
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 
-from bench.common import MINILM_DIR, SHARED, table, write_result
+from bench.common import MINILM_DIR, table, write_result
+from harness.sst2 import dev_set
 from predictor.classifier import RUNTIMES, SentimentClassifier
-
-
-def dev_set() -> tuple[list[str], np.ndarray]:
-    with (SHARED / "data" / "sst2" / "dev.tsv").open() as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [r["sentence"] for r in rows], np.array([int(r["label"]) for r in rows])
 
 
 def probabilities(runtime: str, texts: list[str]) -> tuple[np.ndarray, list[str]]:

@@ -15,7 +15,7 @@ import time
 import psutil
 
 from bench.common import MINILM_DIR, distilbert_dir, table, write_result
-from tests.processes import PredictorProcess, http_ready
+from harness.processes import PredictorProcess, http_ready
 
 
 def measure(model_dir, runtime: str, cache_dir: str) -> tuple[float, float]:

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.processes import REPO, SHARED
+from harness.processes import REPO, SHARED
 
 RESULTS = REPO / "bench" / "results"
 CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/sentiment-bench"))

@@ -31,7 +31,7 @@ import httpx
 
 from bench.common import CACHE, MINILM_DIR, distilbert_dir, sentence_of_tokens, table, write_result
 from bench.k6_mix import sentences
-from tests.processes import REPO, PredictorProcess, http_ready
+from harness.processes import REPO, PredictorProcess, http_ready
 
 LONG = "a long sentence about a film " * 100  # 600 words: truncated to 512 tokens
 SHORT = "I love this movie"

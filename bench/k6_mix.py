@@ -34,7 +34,7 @@ import httpx
 from bench.common import MINILM_DIR, SHARED, load_average, table, write_result
 from bench.original_app import CACHE_MODES
 from bench.stack import local_stack
-from tests.processes import ServerProcess, free_port, http_ready
+from harness.processes import ServerProcess, free_port, http_ready
 
 ORIGINAL = {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0,
             "note": "figures the original app's team reported for this k6 test on their machine"}

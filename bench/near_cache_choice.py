@@ -29,7 +29,7 @@ import uvloop
 from redis.cache import CacheConfig
 
 from bench.common import table, write_result
-from tests.processes import RedisServer
+from harness.processes import RedisServer
 from transformer.cache import RedisPredictionCache
 from transformer.near_cache import NearCache, TieredPredictionCache
 

@@ -12,8 +12,8 @@ import json
 
 from bench.common import MINILM_DIR, SENTENCE, distilbert_dir, hey, table, write_result
 from bench.raw_model import throughput
+from harness.processes import PredictorProcess
 from predictor.classifier import SentimentClassifier
-from tests.processes import PredictorProcess
 
 
 def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,

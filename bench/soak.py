@@ -27,8 +27,8 @@ import redis
 
 from bench.common import SHARED, table, write_result
 from bench.k6_mix import sentences
-from tests.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
-from tests.transformer.clients import predictor_answers, rows_to_probs
+from harness.clients import predictor_answers, rows_to_probs
+from harness.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
 
 MODEL = SHARED / "models" / "sentiment-minilm-sst2"
 

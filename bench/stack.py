@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import MINILM_DIR
-from tests.processes import PredictorProcess, RedisServer, TransformerProcess
+from harness.processes import PredictorProcess, RedisServer, TransformerProcess
 
 CO_LOCATED_PREDICTOR = ["--threads", "1"]
 """Flags of a predictor sharing its cores with the transformer, Redis and the load generator (as

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.processes import MODEL_DIR, SHARED, PredictorProcess, RedisServer
+from harness.processes import MODEL_DIR, SHARED, PredictorProcess, RedisServer
 
 # kserve and tritonclient register the same protobuf names; the test process talks to servers
 # with tritonclient and httpx only, so keep kserve out of it.

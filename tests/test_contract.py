@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.processes import TransformerProcess
+from harness.processes import TransformerProcess
 
 LABELS = {"POSITIVE", "NEGATIVE"}
 

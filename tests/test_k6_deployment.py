@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from bench.k6_mix import k6_binary
-from tests.processes import REPO, TransformerProcess
+from harness.processes import REPO, TransformerProcess
 
 SCRIPT = REPO / "bench" / "k6" / "deployment.js"
 

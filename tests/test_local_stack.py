@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from tests.processes import LOG_DIR, REPO, free_port, wait_until
+from harness.processes import LOG_DIR, REPO, free_port, wait_until
 
 
 def test_make_serve_runs_the_whole_stack_and_stops_cleanly(model_dir):

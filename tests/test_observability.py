@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.processes import (
+from harness.processes import (
     REPO,
     PredictorProcess,
     RedisServer,

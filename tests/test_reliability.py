@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from tritonclient import grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.predictor.tiny_model import WORDS, build_tiny_model
-from tests.processes import PredictorProcess, RedisServer, TransformerProcess, free_port, wait_until
-from tests.transformer.clients import metric, predictor_answers, predictor_probs, rows_to_probs
+from harness.clients import metric, predictor_answers, predictor_probs, rows_to_probs
+from harness.processes import PredictorProcess, RedisServer, TransformerProcess, free_port, wait_until
+from harness.tiny_model import WORDS, build_tiny_model
 
 LABELS2 = ("NEGATIVE", "POSITIVE")
 

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.processes import REPO, ServerProcess, free_port, wait_until
+from harness.processes import REPO, ServerProcess, free_port, wait_until
 
 BWRAP = shutil.which("bwrap")
 MODELS_MOUNT = "/mnt/models"

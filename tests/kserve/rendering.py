@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.processes import REPO
 from tests.kserve.kubectl import find_kubectl
-from tests.processes import REPO
 
 KSERVE = REPO / "kserve"
 OVERLAYS = ["dev", "prod"]

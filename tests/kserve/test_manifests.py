@@ -18,9 +18,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from harness.processes import REPO, SHARED, free_port, wait_until
 from tests.kserve.kubectl import kustomize_version
 from tests.kserve.rendering import KSERVE, OVERLAYS, find, kubectl, render, rendered, rendered_prod_with_grpc
-from tests.processes import REPO, SHARED, free_port, wait_until
 
 KUBERNETES_VERSION = "1.30"
 CORE_KINDS = {"Namespace", "Secret", "Service", "ServiceAccount", "Deployment", "NetworkPolicy",

@@ -12,10 +12,10 @@ import jsonschema
 import pytest
 import yaml
 
+from harness.processes import REPO
 from tests.kserve.rendering import OVERLAYS, find, render, write_overlay
 from tests.kserve.test_manifests import strict
 from tests.kserve.test_manifests import validate as validate_base
-from tests.processes import REPO
 
 SCHEMAS = Path(__file__).parent / "schemas"
 MONITORING_SCHEMAS = {

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
+from harness.tiny_model import WORDS, build_tiny_model
 from predictor.batcher import MAX_SKIPPED_PASSES, BatchQueue
 from predictor.classifier import SentimentClassifier
 from serving.errors import Overloaded, TooLarge
-from tests.predictor.tiny_model import WORDS, build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.tiny_model import build_tiny_model
 from predictor.classifier import SentimentClassifier, fingerprint
-from tests.predictor.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.accuracy import dev_set
+from harness.sst2 import dev_set
 from predictor.classifier import SentimentClassifier
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import threading
 
 import httpx
@@ -10,6 +9,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
+
+from harness.sst2 import dev_set
 
 POSITIVE = "I love this movie"
 NEGATIVE = "This was a terrible waste of time"
@@ -208,15 +209,15 @@ def test_forward_pass_does_not_block_health_checks(predictor):
 
 
 def test_sst2_dev_accuracy(predictor, shared_dir):
-    with (shared_dir / "data" / "sst2" / "dev.tsv").open() as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    assert len(rows) == 872
+    """Served end to end, the default fp32 runtime keeps the model's 89.7% (fp32 does not depend on the CPU kind)."""
+    del shared_dir
+    texts, gold = dev_set()
+    assert len(texts) == 872
     correct = 0
-    for start in range(0, len(rows), 64):
-        chunk = rows[start : start + 64]
-        r = v1(predictor, {"instances": [row["sentence"] for row in chunk]})
+    for start in range(0, len(texts), 64):
+        r = v1(predictor, {"instances": texts[start : start + 64]})
         assert r.status_code == 200
-        for row, pred in zip(chunk, r.json()["predictions"], strict=True):
-            correct += (pred[0]["label"] == "POSITIVE") == (row["label"] == "1")
-    accuracy = correct / len(rows)
-    assert accuracy >= 0.85, accuracy
+        for label, pred in zip(gold[start : start + 64], r.json()["predictions"], strict=True):
+            correct += (pred[0]["label"] == "POSITIVE") == (label == 1)
+    accuracy = correct / len(texts)
+    assert accuracy >= 0.885, accuracy

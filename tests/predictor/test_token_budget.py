@@ -19,8 +19,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.processes import PredictorProcess, RedisServer, TransformerProcess, wait_until
-from tests.transformer.clients import keys_in, metric, rows_to_probs
+from harness.clients import keys_in, metric, rows_to_probs
+from harness.processes import PredictorProcess, RedisServer, TransformerProcess, wait_until
 
 LONG = "a long sentence about a film " * 100  # 600 words: truncated to 512 tokens
 SHORT = "I love this movie"

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from transformers import AutoTokenizer
 
+from harness.tiny_model import build_tiny_model
 from predictor.classifier import SentimentClassifier, _truncating_encoder
-from tests.predictor.tiny_model import build_tiny_model
 
 TEXTS = ["I love this movie", "", "   ", "héllo wörld ﬁ 日本語 🎉 \u200b", "Boring, predictable and far too long.",
          "a long sentence about a film " * 200, "x" * 5000]

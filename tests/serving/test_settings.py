@@ -70,7 +70,7 @@ def test_limits_come_from_the_shared_flags():
 def test_the_readme_lists_every_setting():
     import dataclasses
 
-    from tests.processes import REPO
+    from harness.processes import REPO
 
     section = (REPO / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
     for cls in (PredictorSettings, TransformerSettings):

@@ -8,7 +8,7 @@ import sys
 import httpx
 import pytest
 
-from tests.processes import REPO, TransformerProcess, free_port
+from harness.processes import REPO, TransformerProcess, free_port
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

@@ -14,8 +14,8 @@ import redis
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.processes import PredictorProcess, RedisServer, TlsFiles, TransformerProcess, free_port, wait_until
-from tests.transformer.clients import keys_in, metric, predictor_probs, seed_predict
+from harness.clients import keys_in, metric, predictor_probs, seed_predict
+from harness.processes import PredictorProcess, RedisServer, TlsFiles, TransformerProcess, free_port, wait_until
 
 
 def unique_texts(n: int = 3) -> list[str]:

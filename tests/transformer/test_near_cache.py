@@ -12,8 +12,8 @@ import uuid
 import numpy as np
 import pytest
 
-from tests.processes import RedisServer, TransformerProcess, wait_until
-from tests.transformer.clients import keys_in, metric, predictor_probs, seed_predict
+from harness.clients import keys_in, metric, predictor_probs, seed_predict
+from harness.processes import RedisServer, TransformerProcess, wait_until
 from transformer.cache import CacheHit
 from transformer.near_cache import MEMORY, REDIS, NearCache, TieredPredictionCache, entry_bytes
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.processes import PredictorProcess, TransformerProcess
-from tests.transformer.clients import keys_in, metric, predictor_probs, rows_to_probs, seed_predict
+from harness.clients import keys_in, metric, predictor_probs, rows_to_probs, seed_predict
+from harness.processes import PredictorProcess, TransformerProcess
 
 TEXTS = ["I love this movie", "This was a terrible waste of time", "Mediocre at best.",
          "A warm, funny and moving film.", "I love this movie"]

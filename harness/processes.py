@@ -156,7 +156,22 @@ class TlsFiles:
         return files
 
 
-class PredictorProcess(ServerProcess):
+class ModelServerProcess(ServerProcess):
+    """A KServe model server (predictor or transformer) with an HTTP and a gRPC port."""
+
+    http_port: int
+    grpc_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+class PredictorProcess(ModelServerProcess):
     """`python -m predictor` on free HTTP and gRPC ports."""
 
     def __init__(self, model_dir: Path = MODEL_DIR, extra: list[str] | None = None, model_name: str = "sentiment",
@@ -169,14 +184,6 @@ class PredictorProcess(ServerProcess):
                 "--enable_latency_logging", "false", *(extra or [])]
         super().__init__(f"predictor-{self.http_port}", args)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
     def start(self, wait: bool = True) -> PredictorProcess:
         super().start()
         if wait:
@@ -184,7 +191,7 @@ class PredictorProcess(ServerProcess):
         return self
 
 
-class TransformerProcess(ServerProcess):
+class TransformerProcess(ModelServerProcess):
     """`python -m transformer` on free ports, pointed at a predictor and a Redis."""
 
     def __init__(self, predictor_host: str, redis_url: str, protocol: str = "v2", extra: list[str] | None = None,
@@ -197,14 +204,6 @@ class TransformerProcess(ServerProcess):
                 "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
                 "--enable_latency_logging", "false", *(extra or [])]
         super().__init__(f"transformer-{self.http_port}", args, env)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
 
     def start(self) -> TransformerProcess:
         super().start()
