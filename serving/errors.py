@@ -98,6 +98,14 @@ class SchemaViolation(ServiceError):
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "detail": self.detail}
 
+    @classmethod
+    def from_errors(cls, errors: list[dict]) -> SchemaViolation:
+        """From pydantic/FastAPI error entries, without their `input` values."""
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "invalid"), "type": e.get("type", "")}
+                  for e in errors[:10]]
+        problems = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in detail[:5])
+        return cls(f"request does not match the schema: {problems}", detail)
+
 
 class Overloaded(ServiceError):
     """A queue is full; the client should retry later."""

@@ -139,15 +139,7 @@ async def _request_validation_handler(_: Any, exc: Any):
 
     (FastAPI's own handler echoes the input and fails on values JSON cannot encode, such as Infinity.)
     """
-    return error_response(schema_violation(exc.errors()))
-
-
-def schema_violation(errors: list[dict]) -> SchemaViolation:
-    """A SchemaViolation from pydantic/FastAPI error entries, without their `input` values."""
-    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "invalid"), "type": e.get("type", "")}
-              for e in errors[:10]]
-    problems = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in detail[:5])
-    return SchemaViolation(f"request does not match the schema: {problems}", detail)
+    return error_response(SchemaViolation.from_errors(exc.errors()))
 
 
 async def _not_supported_handler(_: Any, exc: Any):

@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 
+from serving.errors import SchemaViolation
 from serving.limits import TextLimits, check_texts
 from serving.protocol import labelled
-from serving.startup import schema_violation
 
 from .caching import CachedClassifier
 from .fast_routes import Handler
@@ -79,7 +79,7 @@ class JsonRoutes:
         try:
             texts = _REQUEST.validate_json(body).text
         except ValidationError as exc:
-            raise schema_violation([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+            raise SchemaViolation.from_errors([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
         if not texts:
             return {"predictions": []}
         answer = await self.classifier.classify(check_texts(texts, "text", self.limits))
