@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 
+from serving.fast_routes import FastJsonRoutes
 from serving.settings import parse_settings
 from serving.startup import check_workers, serve, show_service_logs
 
 from .model import SentimentPredictor
+from .routes import BINARY_EXTENSION_HEADER, fast_routes
 from .settings import PredictorSettings
 
 
@@ -20,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     show_service_logs()  # the model's load lines, thread count included
     model = SentimentPredictor(settings)
     model.load()
-    serve(model, settings)
+    serve(model, settings, lambda app: FastJsonRoutes(app, fast_routes(model),
+                                                   passthrough_headers=frozenset({BINARY_EXTENSION_HEADER})))
 
 
 if __name__ == "__main__":

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
+from serving.fast_routes import FastJsonRoutes
 from serving.settings import parse_settings
 from serving.startup import serve
 
+from . import metrics
 from .cache import RedisPredictionCache
 from .caching import CachedClassifier
-from .fast_routes import FastJsonRoutes
 from .keys import CacheKeys
 from .model import SentimentTransformer
 from .near_cache import NearCache, TieredPredictionCache
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def wrap(app):
         install_routes(app, s.model_name)
-        return FastJsonRoutes(app, routes.table())
+        return FastJsonRoutes(app, routes.table(), metrics.observe_request)
 
     serve(SentimentTransformer(s.model_name, s.limits, classifier), s, wrap)
 

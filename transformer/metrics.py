@@ -22,3 +22,9 @@ REQUEST_LATENCY = Histogram("sentiment_request_duration_seconds",
                             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                                      30, 60))
 INFLIGHT = Gauge("sentiment_inflight_requests", "Requests being answered (cache lookup or predictor call) right now.")
+
+
+def observe_request(route: str, status: int, seconds: float) -> None:
+    """One answered request of a JSON route (serving.fast_routes)."""
+    REQUESTS.labels(route=route, status=str(status)).inc()
+    REQUEST_LATENCY.labels(route=route).observe(seconds)

@@ -1,6 +1,6 @@
 """Thin KServe adapter for the caching transformer: the Open Inference Protocol (v2 REST and gRPC).
 
-The JSON routes (v1 and /bulk-predict) are answered in front of KServe (`routes`, `fast_routes`).
+The JSON routes (v1 and /bulk-predict) are answered in front of KServe (`routes`, `serving.fast_routes`).
 """
 
 from __future__ import annotations

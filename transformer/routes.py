@@ -4,7 +4,7 @@
 `SentimentRequest(text: list[str])` -> `SentimentResponse(predictions: list[list[Sentiment]])`,
 422 for anything else). `POST /v1/models/<name>:predict` follows KServe's v1 conventions (400 for
 bad input) and also takes the original body `{"text": [...]}`. Both are answered by the fast path
-(`fast_routes.FastJsonRoutes`); `/openapi.json` and `/docs` describe them all the same.
+(`serving.fast_routes.FastJsonRoutes`); `/openapi.json` and `/docs` describe them all the same.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from serving.errors import SchemaViolation
+from serving.fast_routes import Handler
 from serving.limits import TextLimits, check_texts
 from serving.protocol import labelled
 
 from .caching import CachedClassifier
-from .fast_routes import Handler
 from .shapes import texts_from_json
 
 

@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from harness.sst2 import dev_set
@@ -143,15 +144,12 @@ def test_v1_bad_input(predictor, body, status, message):
     assert message in r.json()["error"]
 
 
-def test_v1_malformed_json(predictor):
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+def test_v1_malformed_json(predictor, content_type):
     r = httpx.post(f"{predictor.url}/v1/models/sentiment:predict", content=b'{"instances": [',
-                   headers={"content-type": "application/json"})
+                   headers={"content-type": content_type})
     assert r.status_code == 400
-    assert "Unrecognized request format" in r.json()["error"]
-    r = httpx.post(f"{predictor.url}/v1/models/sentiment:predict", content=b"nope",
-                   headers={"content-type": "text/plain"})
-    assert r.status_code == 400
-    assert "not valid JSON" in r.json()["error"]
+    assert "request body is not valid JSON" in r.json()["error"]
 
 
 V2_BAD = [
@@ -171,6 +169,52 @@ def test_v2_bad_input(predictor, inputs, status, message):
     r = v2(predictor, inputs)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
+
+
+V2_SCHEMA = [
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1]}]}, ["body", "inputs", 0, "data"], "missing"),
+    ({"inputs": "text"}, ["body", "inputs"], "list_type"),
+    ({"text": ["a"]}, ["body", "inputs"], "missing"),
+    (["a"], ["body"], "model_type"),
+]
+
+
+@pytest.mark.parametrize(("body", "loc", "kind"), V2_SCHEMA)
+def test_v2_body_outside_the_schema_is_422_naming_the_field(predictor, body, loc, kind):
+    r = httpx.post(f"{predictor.url}/v2/models/sentiment/infer", json=body)
+    assert r.status_code == 422, r.text
+    assert {"loc": loc, "type": kind} == {k: r.json()["detail"][0][k] for k in ("loc", "type")}
+    assert ".".join(map(str, loc)) in r.json()["error"]
+
+
+def test_v2_malformed_json_is_422(predictor):
+    r = httpx.post(f"{predictor.url}/v2/models/sentiment/infer", content=b'{"inputs": [',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_binary_tensor_extension_is_served_too(predictor):
+    """Requests in the binary tensor extension (Inference-Header-Content-Length) stay with KServe's
+    route, and answer what the JSON route answers."""
+    client = httpclient.InferenceServerClient(predictor.url.removeprefix("http://"))
+    tensor = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
+    tensor.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=np.object_), binary_data=True)
+    result = client.infer("sentiment", [tensor])
+    np.testing.assert_allclose(result.as_numpy("probabilities"), v1_probs(predictor, TEXTS), atol=1e-6)
+
+
+def test_rest_predictions_count_in_kserve_metrics(predictor):
+    """The REST routes answered in front of FastAPI still go through KServe's model call and its metrics."""
+    def count() -> float:
+        lines = httpx.get(f"{predictor.url}/metrics").text.splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith('request_predict_seconds_count{model_name="sentiment"}'))
+
+    before = count()
+    v1_probs(predictor, [POSITIVE])
+    assert v2(predictor, [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [NEGATIVE]}]).status_code == 200
+    assert count() == before + 2
 
 
 def test_grpc_errors_follow_the_error_table(predictor):

@@ -1,11 +1,11 @@
-"""Pure-ASGI handling of the JSON prediction routes, in front of KServe's FastAPI app.
+"""Pure-ASGI handling of a service's hot JSON routes, in front of KServe's FastAPI app.
 
-A cache hit costs less than FastAPI's routing, parameter handling and middleware stack, so the
-routes of the table (`routes.JsonRoutes`) are answered here: they exist nowhere else. Every other
-request (v2, metadata, health, docs, metrics) goes to KServe's app untouched. Each answered
-request is counted and timed (`sentiment_requests_total`, `sentiment_request_duration_seconds`);
-errors are rendered by `serving.errors.rest_response`, as on every other route. Size limits are
-enforced in front of this (`serving.startup.BodyLimit`).
+A cache hit (transformer) or a one-text prediction (predictor) costs less than FastAPI's routing,
+parameter handling, middleware stack and response encoding, so the routes of a table are answered
+here. Every other request (metadata, health, docs, metrics, and any request carrying one of
+`passthrough_headers`) goes to KServe's app untouched. Each answered request is reported to
+`observe(route, status, seconds)`; errors are rendered by `serving.errors.rest_response`, as on
+every other route. Size limits are enforced in front of this (`serving.startup.BodyLimit`).
 """
 
 from __future__ import annotations
@@ -17,22 +17,25 @@ from typing import Any
 
 import orjson
 
-from serving.errors import BadInput, InternalError, MethodNotAllowed, ServiceError, rest_response
-from serving.startup import send_json
-
-from . import metrics
+from .errors import BadInput, InternalError, MethodNotAllowed, ServiceError, rest_response
+from .startup import send_json
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes], Awaitable[Any]]
+"""Body in, a value orjson can encode (numpy arrays included) out; a ServiceError for a 4xx/5xx."""
+Observer = Callable[[str, int, float], None]
 
 
 class FastJsonRoutes:
     """Wraps an ASGI app; attribute access falls through to it, so KServe can still configure it."""
 
-    def __init__(self, app: Any, routes: dict[str, Handler]):
+    def __init__(self, app: Any, routes: dict[str, Handler], observe: Observer | None = None,
+                 passthrough_headers: frozenset[bytes] = frozenset()):
         self.app = app
         self.routes = routes
+        self.observe = observe
+        self.passthrough_headers = passthrough_headers
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -40,6 +43,9 @@ class FastJsonRoutes:
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
         handler = self.routes.get(path) if scope["type"] == "http" else None
+        if handler is not None and self.passthrough_headers and any(
+                name in self.passthrough_headers for name, _ in scope["headers"]):
+            handler = None
         if handler is None:
             await self.app(scope, receive, send)
             return
@@ -58,8 +64,8 @@ class FastJsonRoutes:
             log.exception("unexpected error on %s", path)
             status, content, headers = rest_response(InternalError("internal error; see the server log"))
         await send_json(send, status, content, headers)
-        metrics.REQUESTS.labels(route=path, status=str(status)).inc()
-        metrics.REQUEST_LATENCY.labels(route=path).observe(time.perf_counter() - start)
+        if self.observe is not None:
+            self.observe(path, status, time.perf_counter() - start)
 
 
 async def read_body(receive) -> bytes:

@@ -1,0 +1,53 @@
+"""The predictor's hot REST routes, answered in front of KServe's FastAPI app (serving.fast_routes).
+
+`POST /v2/models/<name>/infer` (JSON) and `POST /v1/models/<name>:predict` go through the same
+model call KServe would make (`Model.__call__`: KServe's `request_*_seconds` metrics, the model's
+validation and its 4xx messages) without FastAPI's routing, dependency solving and response
+re-validation, which cost more CPU than the forward pass of a short text. The request schema is
+KServe's own (`InferenceRequest`), so a malformed body gets the same 422. Requests in the binary
+tensor extension (`Inference-Header-Content-Length`), gRPC and every other route stay with KServe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from pydantic import ValidationError
+
+from serving.errors import BadInput, SchemaViolation, Unavailable
+from serving.fast_routes import Handler
+from serving.limits import json_body
+
+BINARY_EXTENSION_HEADER = b"inference-header-content-length"
+
+
+def fast_routes(model: Model) -> dict[str, Handler]:
+    name = model.name
+
+    async def call(payload: Any) -> Any:
+        if not model.ready:
+            raise Unavailable(f"model {name} is not ready")
+        response, _ = await model(payload)
+        return response
+
+    async def v2_infer(body: bytes) -> Any:
+        try:
+            parsed = InferenceRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise SchemaViolation.from_errors(
+                [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]) from None
+        try:
+            request = InferRequest.from_inference_request(parsed, name)
+        except InvalidInput as exc:
+            raise BadInput(str(exc)) from None
+        rest, _ = (await call(request)).to_rest()
+        return rest
+
+    async def v1_predict(body: bytes) -> Any:
+        return await call(json_body(body))
+
+    return {f"/v2/models/{name}/infer": v2_infer, f"/v1/models/{name}:predict": v1_predict}
