@@ -2,10 +2,12 @@
 
 Callers tokenize their own texts before queueing, so a request over `max_request_tokens` is
 refused (413) and a full queue (`max_queued_texts` or `max_queued_tokens`) answered 429 before
-anything waits. One worker thread owns the classifier and keeps the accepted requests (jobs)
-in progress together. Each forward pass holds at most `max_batch_size` texts and
-`max_batch_tokens` padded tokens (texts x the longest of them), so a large request is split
-into many passes and other requests' passes run between them:
+anything waits. `workers` threads (one by default) share the accepted requests (jobs) in progress
+and each runs one forward pass at a time, so up to `workers` passes run at once (as Triton's
+instance count, on one model: ONNX Runtime and torch sessions take concurrent calls). Each
+forward pass holds at most `max_batch_size` texts and `max_batch_tokens` padded tokens (texts x
+the longest of them), so a large request is split into many passes and other requests' passes
+run between them (or beside them, on another worker):
 
 - Jobs are served least-served first (fewest tokens computed so far), then those needing fewer
   passes, then those with fewer tokens by steps of `SIZE_CLASS_TOKENS`, then first come first
@@ -15,12 +17,12 @@ into many passes and other requests' passes run between them:
 - Each job's texts go shortest first, and a text joins a pass if its length is within 2x of the
   pass's width or it adds at most `pad_slack_tokens` of padding (a few times what a separate
   pass costs), so short texts never ride, padded, in a pass of long ones.
-- With nothing in progress, the worker takes the next request and, while there is concurrent
+- With nothing waiting, an idle worker takes the next request and, while there is concurrent
   traffic (more than one request in its current or last spell of work between idle moments),
   waits at most `max_wait_ms` for more to fill a pass; a lone request on a quiet server runs at once.
 - A cancelled caller's remaining texts are dropped. A pass that fails fails every job that had
   a text in it (their remaining texts are dropped); the other jobs carry on. Every caller gets
-  exactly its own rows, in order.
+  exactly its own rows, in order, whichever passes and workers computed them.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ sentence 85 us, against 225 us through a thread); longer ones in a thread (the t
 the GIL), so the loop never stalls on one: 256 texts of 10,000 characters take ~1.2 s."""
 
 
+_WAKE = object()
+"""Queued for a worker waiting on the queue when another worker took jobs it cannot compute alone."""
+
+
 @dataclass(eq=False)
 class _Job:
     encoded: list[Encoded]
@@ -74,6 +80,7 @@ class _Job:
     served_tokens: int = 0
     skipped_passes: int = 0
     probs: np.ndarray | None = None
+    retired: bool = False
 
     def __post_init__(self) -> None:
         self.pending = sorted(range(len(self.encoded)), key=lambda i: len(self.encoded[i].ids), reverse=True)
@@ -93,13 +100,13 @@ class _Job:
 
 
 class BatchQueue:
-    """Batches `submit` calls from any number of coroutines onto one worker thread."""
+    """Batches `submit` calls from any number of coroutines onto `workers` worker threads."""
 
     def __init__(self, classifier: SentimentClassifier, max_batch_size: int = 32, max_wait_ms: float = 2.0,
                  max_queued_texts: int = 2048, max_batch_tokens: int = 512, max_request_tokens: int = 16_384,
-                 max_queued_tokens: int = 32_768, pad_slack_tokens: int = PAD_SLACK_TOKENS):
-        if min(max_batch_size, max_queued_texts, max_batch_tokens, max_request_tokens) < 1:
-            raise ValueError("max_batch_size, max_queued_texts, max_batch_tokens and max_request_tokens "
+                 max_queued_tokens: int = 32_768, pad_slack_tokens: int = PAD_SLACK_TOKENS, workers: int = 1):
+        if min(max_batch_size, max_queued_texts, max_batch_tokens, max_request_tokens, workers) < 1:
+            raise ValueError("max_batch_size, max_queued_texts, max_batch_tokens, max_request_tokens and workers "
                              "must be at least 1")
         if max_queued_tokens < max_request_tokens:
             raise ValueError(f"max_queued_tokens ({max_queued_tokens}) must be at least max_request_tokens "
@@ -112,27 +119,44 @@ class BatchQueue:
         self.max_request_tokens = max_request_tokens
         self.max_queued_tokens = max_queued_tokens
         self.pad_slack_tokens = pad_slack_tokens
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job | object | None] = queue.SimpleQueue()
         self._queued_texts = 0
         self._queued_tokens = 0
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.workers = workers
+        self._lock = threading.Lock()  # the queued counters (submit and workers)
+        self._work_lock = threading.Lock()  # the workers' state below; taken before `_lock`, never after
+        self._threads: list[threading.Thread] = []
         self._seq = itertools.count()
-        self._active: list[_Job] = []  # the worker's own: jobs taken from the queue, not yet answered
+        self._active: list[_Job] = []  # jobs taken from the queue, not yet answered
+        self._in_flight = 0  # passes being computed
+        self._waiting = 0  # workers waiting for the queue
+        self._stopping = False
         self._jobs_since_idle = 0
         self._was_concurrent = False
         self.batches_run = 0
         self.jobs_taken = 0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="batch-worker", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"batch-worker-{i}", daemon=True)
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        if self._thread is not None:
+        """Finish the passes under way; every other request gets 503."""
+        for _ in self._threads:
             self._queue.put(None)
-            self._thread.join(timeout=10)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads = []
+        with self._work_lock:
+            while True:
+                try:
+                    self._take(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for job in list(self._active):
+                self._retire(job, error=Unavailable("the predictor is shutting down; retry"))
 
     @property
     def queued_texts(self) -> int:
@@ -184,42 +208,63 @@ class BatchQueue:
         metrics.QUEUED_TEXTS.set(self._queued_texts)
         metrics.QUEUED_TOKENS.set(self._queued_tokens)
 
-    # --- the worker thread ---------------------------------------------------------------------
+    # --- the worker threads -------------------------------------------------------------------
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            if not self._active:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:  # idle: remember whether the traffic since the last idle was concurrent
+        while (work := self._next_work()) is not None:
+            self._run_pass(*work)
+
+    def _next_work(self) -> tuple[list[tuple[_Job, int]], int] | None:
+        """Wait for texts to compute: the next pass (rows and padded width), or None when stopping."""
+        while True:
+            with self._work_lock:
+                if self._stopping or self._drain():
+                    return None
+                if any(job.pending for job in self._active):
+                    rows, width = self._next_pass()
+                    if rows:
+                        self._in_flight += 1
+                        if self._waiting and any(job.pending for job in self._active):
+                            self._queue.put(_WAKE)  # texts left over: an idle worker can start on them
+                        return rows, width
+                if not self._in_flight:  # idle: remember whether the traffic since the last idle was concurrent
                     self._was_concurrent, self._jobs_since_idle = self._jobs_since_idle > 1, 0
-                    job = self._queue.get()
-                stopping = self._take(job)
+                self._waiting += 1
+            job = self._queue.get()
+            with self._work_lock:
+                self._waiting -= 1
+                if self._take(job):
+                    return None
                 concurrent = self._was_concurrent or self._jobs_since_idle > 1
-                deadline = time.monotonic() + (self.max_wait_s if concurrent else 0.0)
-                while not stopping and not self._pass_is_full():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        stopping = self._take(self._queue.get(timeout=remaining))
-                    except queue.Empty:
-                        break
-            while not stopping:
+                full = self._pass_is_full()
+            deadline = time.monotonic() + (self.max_wait_s if concurrent else 0.0)
+            while not full and (remaining := deadline - time.monotonic()) > 0:
                 try:
-                    stopping = self._take(self._queue.get_nowait())
+                    job = self._queue.get(timeout=remaining)
                 except queue.Empty:
                     break
-            if not stopping:
-                self._run_pass()
-        for job in list(self._active):
-            self._retire(job, error=Unavailable("the predictor is shutting down; retry"))
+                with self._work_lock:
+                    if self._take(job):
+                        return None
+                    full = self._pass_is_full()
 
-    def _take(self, job: _Job | None) -> bool:
+    def _drain(self) -> bool:
+        """Take every queued job without waiting; True for the stop signal."""
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if self._take(job):
+                return True
+
+    def _take(self, job: _Job | object | None) -> bool:
         """Put a job in progress; True for the stop signal."""
         if job is None:
+            self._stopping = True
             return True
+        if job is _WAKE:
+            return False
         self._active.append(job)
         self.jobs_taken += 1
         self._jobs_since_idle += 1
@@ -250,7 +295,7 @@ class BatchQueue:
         for job in self._active:
             if id(job) in served:
                 job.skipped_passes = 0
-            elif youngest > job.seq:  # overtaken by a request that arrived after it
+            elif job.pending and youngest > job.seq:  # overtaken by a request that arrived after it
                 job.skipped_passes += 1
         return rows, width
 
@@ -271,10 +316,7 @@ class BatchQueue:
         padding = count * (length - width) if length > width else width - length
         return padding <= self.pad_slack_tokens
 
-    def _run_pass(self) -> None:
-        rows, width = self._next_pass()
-        if not rows:
-            return
+    def _run_pass(self, rows: list[tuple[_Job, int]], width: int) -> None:
         with self._lock:
             self._queued_texts -= len(rows)
             self._queued_tokens -= sum(len(job.encoded[i].ids) for job, i in rows)
@@ -286,21 +328,30 @@ class BatchQueue:
             probs = self.classifier.predict_encoded([job.encoded[i] for job, i in rows])
         except Exception as exc:  # a pass's failure reaches every job with a text in it
             log.exception("forward pass of %d texts from %d requests failed", len(rows), len(jobs))
-            for job in jobs:
-                self._retire(job, error=exc)
+            with self._work_lock:
+                self._in_flight -= 1
+                for job in jobs:
+                    self._retire(job, error=exc)
             return
-        self.batches_run += 1
-        for (job, i), row in zip(rows, probs, strict=True):
-            if job.probs is None:
-                job.probs = np.empty((len(job.encoded), len(row)), dtype=np.float32)
-            job.probs[i] = row
-            job.unanswered -= 1
-        for job in jobs:
-            if job.unanswered == 0:
-                self._retire(job, result=job.probs)
+        with self._work_lock:
+            self._in_flight -= 1
+            self.batches_run += 1
+            for (job, i), row in zip(rows, probs, strict=True):
+                if job.retired:  # cancelled, or failed in another pass
+                    continue
+                if job.probs is None:
+                    job.probs = np.empty((len(job.encoded), len(row)), dtype=np.float32)
+                job.probs[i] = row
+                job.unanswered -= 1
+            for job in jobs:
+                if not job.retired and job.unanswered == 0:
+                    self._retire(job, result=job.probs)
 
     def _retire(self, job: _Job, result: np.ndarray | None = None, error: BaseException | None = None) -> None:
         """Take a job out of progress, dropping its remaining texts from the queue, and answer it."""
+        if job.retired:
+            return
+        job.retired = True
         self._active.remove(job)
         if job.pending:
             with self._lock:

@@ -33,7 +33,7 @@ def load_backend(runtime: str, model_dir: Path, fingerprint: str, threads: int |
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     budget = thread_budget(threads)
-    log.info("forward pass on %d threads (%s)", budget.threads, budget.source)
+    log.debug("forward pass on %d threads (%s)", budget.threads, budget.source)
     threads = budget.threads
     if runtime.startswith("torch"):
         return _torch_backend(model_dir, quantize=runtime == "torch-int8", threads=threads)

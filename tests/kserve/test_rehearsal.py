@@ -105,11 +105,11 @@ def test_every_predictor_pod_reports_the_same_model_version(pods, model_dir):
 
 
 def test_predictor_threads_follow_its_cpu_limit(pods):
-    """The pod's cgroup carries the manifest's CPU limit; the predictor sizes its forward pass by it."""
+    """The pod's cgroup carries the manifest's CPU limit; the predictor sizes its forward passes by it."""
     for pod in pods.predictors:
         limit = cpu_quantity(pod.container["resources"]["limits"]["cpu"])
-        threads = min(math.ceil(limit), len(os.sched_getaffinity(0)))
-        line = f"forward pass on {threads} threads (cgroup CPU limit {limit:g},"
+        passes = min(math.ceil(limit), len(os.sched_getaffinity(0)))
+        line = f"forward passes: {passes} at once, 1 thread(s) each (cgroup CPU limit {limit:g},"
         assert line in pod.process.log(), f"{pod.name}: no '{line}' in its log"
 
 

@@ -14,7 +14,7 @@ import pytest
 from harness.tiny_model import WORDS, build_tiny_model
 from predictor.batcher import MAX_SKIPPED_PASSES, BatchQueue
 from predictor.classifier import SentimentClassifier
-from serving.errors import Overloaded, TooLarge
+from serving.errors import Overloaded, TooLarge, Unavailable
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,11 @@ async def _until(condition, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.001)
 
 
-def test_concurrent_callers_get_exactly_their_own_rows(classifier):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_concurrent_callers_get_exactly_their_own_rows(classifier, workers):
     rng = random.Random(7)
     requests = [_texts(rng, rng.randint(1, 5)) for _ in range(60)]
-    queue = BatchQueue(classifier, max_batch_size=16, max_wait_ms=5)
+    queue = BatchQueue(classifier, max_batch_size=16, max_wait_ms=5, workers=workers)
     queue.start()
 
     async def run():
@@ -388,3 +389,65 @@ def test_cancelled_large_request_stops_using_the_model(classifier):
     probs = _run_with(queue, scenario)
     np.testing.assert_allclose(probs, classifier.predict(["bad"]), atol=1e-5)
     assert len(blocking.passes) <= 3 and blocking.passes[-1] == ["bad"]
+
+
+# --- passes in parallel (workers) -----------------------------------------------------------------
+
+def test_two_workers_compute_two_passes_at_once(classifier):
+    blocking = _BlockingClassifier(classifier)
+    queue = BatchQueue(blocking, max_batch_size=1, max_wait_ms=0, workers=2)
+
+    async def scenario():
+        tasks = [asyncio.create_task(queue.submit([text])) for text in ("great", "awful", "fine")]
+        await _until(lambda: len(blocking.passes) == 2, "both workers are inside a pass")
+        await asyncio.sleep(0.05)
+        assert len(blocking.passes) == 2 and queue.queued_texts == 1  # the third waits for a free worker
+        blocking.release.set()
+        return await asyncio.gather(*tasks)
+
+    results = _run_with(queue, scenario)
+    for text, probs in zip(("great", "awful", "fine"), results, strict=True):
+        np.testing.assert_allclose(probs, classifier.predict([text]), atol=1e-5)
+
+
+def test_request_split_across_workers_gets_its_rows_in_order(classifier):
+    texts = _texts(random.Random(3), 50)
+    queue = BatchQueue(classifier, max_batch_size=4, max_wait_ms=0, workers=2)
+    probs = _run_with(queue, lambda: queue.submit(texts))
+    np.testing.assert_allclose(probs, np.concatenate([classifier.predict([t]) for t in texts]), atol=1e-5)
+    assert queue.batches_run == 13
+
+
+def test_failure_in_one_of_two_passes_in_flight_fails_the_request_once(classifier):
+    blocking = _BlockingClassifier(classifier, fail_on="hate")
+    queue = BatchQueue(blocking, max_batch_size=1, max_wait_ms=0, workers=2)
+
+    async def scenario():
+        doomed = asyncio.create_task(queue.submit(["i hate it", "fine"]))
+        await _until(lambda: len(blocking.passes) == 2, "both of its texts are being computed")
+        blocking.release.set()
+        failure = await asyncio.gather(doomed, return_exceptions=True)
+        return failure[0], await queue.submit(["great"])  # the other pass finished quietly
+
+    failure, probs = _run_with(queue, scenario)
+    assert isinstance(failure, RuntimeError)
+    np.testing.assert_allclose(probs, classifier.predict(["great"]), atol=1e-5)
+    assert queue.queued_texts == 0 and queue.queued_tokens == 0
+
+
+def test_stop_answers_every_waiting_request(classifier):
+    blocking = _BlockingClassifier(classifier)
+    queue = BatchQueue(blocking, max_batch_size=1, max_wait_ms=0, workers=2)
+    queue.start()
+
+    async def scenario():
+        tasks = [asyncio.create_task(queue.submit([text])) for text in ("a", "b", "c", "d")]
+        await _until(lambda: len(blocking.passes) == 2 and queue.queued_texts == 2, "two running, two queued")
+        stopping = asyncio.create_task(asyncio.to_thread(queue.stop))
+        blocking.release.set()
+        await stopping
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert [isinstance(r, np.ndarray) for r in results[:2]] == [True, True]
+    assert [type(r) for r in results[2:]] == [Unavailable, Unavailable]

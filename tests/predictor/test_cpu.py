@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from predictor.cpu import ThreadBudget, cgroup_cpu_limit, thread_budget
+from predictor.cpu import ComputePlan, ThreadBudget, cgroup_cpu_limit, compute_plan, thread_budget
 
 
 def _v2(root, cpu_max: str):
@@ -60,3 +60,23 @@ def test_v1_quota_and_missing_files(tmp_path):
 
 def test_threads_flag_overrides_the_quota(tmp_path):
     assert thread_budget(3, root=_v2(tmp_path, "100000 100000"), cpus=lambda: 64) == ThreadBudget(3, "--threads")
+
+
+@pytest.mark.parametrize(("passes", "threads", "plan"), [
+    (None, None, (4, 1)),   # one single-threaded pass per CPU of the limit
+    (None, 2, (2, 2)),      # --threads: as many passes as fit in the limit
+    (None, 8, (1, 8)),      # at least one pass
+    (2, None, (2, 2)),      # --parallel_passes: the limit shared between them
+    (8, None, (8, 1)),      # at least one thread each
+    (3, 3, (3, 3)),         # both given: as given, whatever the limit
+])
+def test_compute_plan_fills_the_cpu_limit(tmp_path, passes, threads, plan):
+    result = compute_plan(passes, threads, root=_v2(tmp_path, "400000 100000"), cpus=lambda: 64)
+    assert (result.passes, result.threads) == plan
+    assert isinstance(result, ComputePlan) and result.source
+
+
+@pytest.mark.parametrize(("passes", "threads"), [(0, None), (None, 0), (-1, 2)])
+def test_compute_plan_refuses_less_than_one(tmp_path, passes, threads):
+    with pytest.raises(ValueError, match="must be at least 1"):
+        compute_plan(passes, threads, root=_v2(tmp_path, "400000 100000"), cpus=lambda: 64)
