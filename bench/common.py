@@ -8,10 +8,11 @@ import platform
 import re
 import shutil
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
-from harness.processes import REPO, SHARED
+from harness.processes import REPO, SHARED, PredictorProcess, http_ready
 
 RESULTS = REPO / "bench" / "results"
 CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/sentiment-bench"))
@@ -104,3 +105,39 @@ def hey(url: str, body: str, concurrency: int, seconds: int) -> dict:
     errors = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]", error_section, re.M))
     return {"requests_per_s": rps, **{k: pct[k] for k in ("p50_ms", "p95_ms", "p99_ms") if k in pct},
             "statuses": statuses, "errors": errors, "concurrency": concurrency, "seconds": seconds}
+
+
+class RevisionPredictor(PredictorProcess):
+    """The predictor of another git revision, same flags (`python -m predictor` runs from its export)."""
+
+    def __init__(self, source: Path, model_dir: Path, extra: list[str] | None = None):
+        super().__init__(model_dir, extra=extra)
+        self.source = source
+
+    def start(self, wait: bool = True) -> RevisionPredictor:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, cwd=self.source, env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        if wait:
+            self.wait_ready(http_ready(f"{self.url}/v2/models/{self.model_name}/ready"), timeout=300)
+        return self
+
+
+def export_revision(revision: str | None) -> tuple[str, Path]:
+    """An export of `revision`'s predictor/ and serving/ (default: the merge base of HEAD and main)."""
+    command = ["rev-parse", revision] if revision else ["merge-base", "HEAD", "main"]
+    commit = subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    target = CACHE / f"revision-{commit[:12]}"
+    if not (target / "predictor" / "__main__.py").is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = target / "predictor.tar"
+        tree = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only", commit], capture_output=True,
+                              text=True, check=True).stdout.split()
+        packages = [p for p in ("predictor", "serving") if p in tree]  # serving/ exists from issue 11 on
+        subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), commit, *packages], check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        archive.unlink()
+    return commit, target

@@ -22,52 +22,25 @@ import argparse
 import random
 import statistics
 import subprocess
-import tarfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 
-from bench.common import CACHE, MINILM_DIR, distilbert_dir, sentence_of_tokens, table, write_result
+from bench.common import (
+    MINILM_DIR,
+    RevisionPredictor,
+    distilbert_dir,
+    export_revision,
+    sentence_of_tokens,
+    table,
+    write_result,
+)
 from bench.k6_mix import sentences
-from harness.processes import REPO, PredictorProcess, http_ready
+from harness.processes import PredictorProcess
 
 LONG = "a long sentence about a film " * 100  # 600 words: truncated to 512 tokens
 SHORT = "I love this movie"
-
-
-class RevisionPredictor(PredictorProcess):
-    """The predictor of another git revision, same flags (`python -m predictor` runs from its export)."""
-
-    def __init__(self, source: Path, model_dir: Path, extra: list[str] | None = None):
-        super().__init__(model_dir, extra=extra)
-        self.source = source
-
-    def start(self, wait: bool = True) -> RevisionPredictor:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, cwd=self.source, env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        if wait:
-            self.wait_ready(http_ready(f"{self.url}/v2/models/{self.model_name}/ready"), timeout=300)
-        return self
-
-
-def export_revision(revision: str | None) -> tuple[str, Path]:
-    """An export of `revision`'s predictor/ (default: the merge base of HEAD and main)."""
-    command = ["rev-parse", revision] if revision else ["merge-base", "HEAD", "main"]
-    commit = subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    target = CACHE / f"revision-{commit[:12]}"
-    if not (target / "predictor" / "__main__.py").is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        archive = target / "predictor.tar"
-        subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), commit, "predictor"], check=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
-        archive.unlink()
-    return commit, target
 
 
 def cpu_info() -> dict:

@@ -1,8 +1,10 @@
 """Served predictor throughput vs concurrency, side by side with raw offline throughput and two
 servers without batching (same stack, one forward pass per request: --max_batch_size 1): one with
-the same runtime, and the typical naive server, torch eager fp32.
+the same runtime, and the typical naive server, torch eager fp32. With `--baseline REVISION`, the
+batching server of that git revision too (same flags; its predictor/ and serving/ exported), so a
+before/after comes from one run.
 
-    python -m bench.served [--model distilbert|minilm] [--runtime torch] [--seconds 15]
+    python -m bench.served [--model distilbert|minilm] [--runtime torch] [--seconds 15] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -10,14 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench.common import MINILM_DIR, SENTENCE, distilbert_dir, hey, table, write_result
+from bench.common import (
+    MINILM_DIR,
+    SENTENCE,
+    RevisionPredictor,
+    distilbert_dir,
+    export_revision,
+    hey,
+    table,
+    write_result,
+)
 from bench.raw_model import throughput
 from harness.processes import PredictorProcess
 from predictor.classifier import SentimentClassifier
 
 
 def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
-        concurrencies=(1, 8, 32, 64), max_wait_ms: float = 2.0) -> dict:
+        concurrencies=(1, 8, 32, 64), max_wait_ms: float = 2.0, baseline: str | None = None) -> dict:
     model_dir = distilbert_dir() if model == "distilbert" else MINILM_DIR
     classifier = SentimentClassifier(model_dir, runtime=runtime)
     raw = {b: throughput(classifier, b, len(classifier.encode([SENTENCE])[0].ids), 5) for b in (1, 32)}
@@ -30,8 +41,13 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
         "no-batching": ["--runtime", runtime, "--max_batch_size", "1", "--max_wait_ms", "0"],
         "naive-torch": ["--runtime", "torch", "--max_batch_size", "1", "--max_wait_ms", "0"],
     }
+    starters = {name: (lambda extra: PredictorProcess(model_dir, extra=extra)) for name in servers}
+    if baseline:
+        commit, source = export_revision(baseline)
+        servers[f"batching@{commit[:8]}"] = servers["batching"]
+        starters[f"batching@{commit[:8]}"] = lambda extra: RevisionPredictor(source, model_dir, extra=extra)
     for name, extra in servers.items():
-        server = PredictorProcess(model_dir, extra=extra).start()
+        server = starters[name](extra).start()
         try:
             hey(f"{server.url}/v1/models/sentiment:predict", body, 8, 3)  # warm-up
             for c in concurrencies:
@@ -46,6 +62,11 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
                "served_32_vs_raw_batch32": at32["batching"] / raw[32],
                "served_32_vs_no_batching_same_runtime_32": at32["batching"] / at32["no-batching"],
                "served_32_vs_naive_torch_32": at32["batching"] / at32["naive-torch"]}
+    for name in (n for n in servers if "@" in n):
+        for c in concurrencies:
+            now, before = ({r["server"]: r for r in rows if r["concurrency"] == c}[k] for k in ("batching", name))
+            summary[f"vs_{name}_at_{c}"] = {"requests_per_s": now["requests_per_s"] / before["requests_per_s"],
+                                            "p99_ms": now["p99_ms"] / before["p99_ms"]}
     print(table(rows, ["server", "concurrency", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "statuses"]))
     print(json.dumps(summary, indent=2))
     write_result(f"served_{model}_{runtime}", {"model": model, "runtime": runtime, "sentence": SENTENCE,
@@ -59,5 +80,6 @@ if __name__ == "__main__":
     parser.add_argument("--runtime", default="torch")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--max_wait_ms", type=float, default=2.0)
+    parser.add_argument("--baseline", help="git revision whose batching server runs beside this checkout's")
     args = parser.parse_args()
-    run(args.model, args.runtime, args.seconds, max_wait_ms=args.max_wait_ms)
+    run(args.model, args.runtime, args.seconds, max_wait_ms=args.max_wait_ms, baseline=args.baseline)

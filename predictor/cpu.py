@@ -70,20 +70,19 @@ class ComputePlan:
 
 def compute_plan(passes: int | None = None, threads: int | None = None, root: Path = CGROUP_ROOT,
                  cpus: Callable[[], int] = usable_cpus) -> ComputePlan:
-    """What is not given (--parallel_passes, --threads) fills the CPU budget (`thread_budget`).
+    """One pass at a time unless --parallel_passes says otherwise; unset --threads share the CPU budget
+    (`thread_budget`) between the passes.
 
-    By default one single-threaded pass per CPU: on 2 dedicated CPUs, two one-thread passes cut the
-    p99 of one-sentence requests at 41/s to about half of one two-thread pass's (bench/parallel_passes.py):
-    threads inside one pass synchronise at every operator, separate passes never wait for each other.
+    One pass on every thread answers a lone request fastest (DistilBERT on 2 CPUs: 38 req/s at one
+    client against 23 for two one-thread passes); two one-thread passes do more under load (89
+    against 70 req/s at 32 clients) since they never wait for each other (bench/parallel_passes.py,
+    bench/served.py): a choice by traffic, so a flag.
     """
     for name, value in (("--parallel_passes", passes), ("--threads", threads)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    if passes and threads:
-        return ComputePlan(passes, threads, "--parallel_passes and --threads")
-    budget = thread_budget(None, root, cpus)
+    passes = passes or 1
     if threads:
-        return ComputePlan(max(1, budget.threads // threads), threads, f"--threads; {budget.source}")
-    if passes:
-        return ComputePlan(passes, max(1, budget.threads // passes), f"--parallel_passes; {budget.source}")
-    return ComputePlan(budget.threads, 1, budget.source)
+        return ComputePlan(passes, threads, "--threads")
+    budget = thread_budget(None, root, cpus)
+    return ComputePlan(passes, max(1, budget.threads // passes), budget.source)

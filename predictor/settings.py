@@ -21,11 +21,11 @@ class PredictorSettings(ServerSettings):
                                   "fingerprint", env="ONNX_CACHE_DIR")
     max_length: int | None = setting(None, "truncate each text to this many tokens (unset: the model's maximum)",
                                      parse=int)
-    threads: int | None = setting(None, "threads in each forward pass (unset: the CPU limit over --parallel_passes, "
-                                  "see predictor/cpu.py)", env="PREDICTOR_THREADS", parse=int)
+    threads: int | None = setting(None, "threads in each forward pass (unset: the container's CPU limit over "
+                                  "--parallel_passes, see predictor/cpu.py)", env="PREDICTOR_THREADS", parse=int)
     parallel_passes: int | None = setting(None, "forward passes computed at once, each on its own worker thread "
-                                          "(as Triton's instance count; unset: the container's CPU limit over "
-                                          "--threads)", env="PREDICTOR_PARALLEL_PASSES", parse=int)
+                                          "(as Triton's instance count; unset: 1)", env="PREDICTOR_PARALLEL_PASSES",
+                                          parse=int)
     max_batch_size: int = setting(32, "most texts in one forward pass")
     max_wait_ms: float = setting(2.0, "how long the worker waits for more requests to fill a batch, only while "
                                  "there is concurrent traffic")

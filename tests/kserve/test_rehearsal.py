@@ -108,8 +108,8 @@ def test_predictor_threads_follow_its_cpu_limit(pods):
     """The pod's cgroup carries the manifest's CPU limit; the predictor sizes its forward passes by it."""
     for pod in pods.predictors:
         limit = cpu_quantity(pod.container["resources"]["limits"]["cpu"])
-        passes = min(math.ceil(limit), len(os.sched_getaffinity(0)))
-        line = f"forward passes: {passes} at once, 1 thread(s) each (cgroup CPU limit {limit:g},"
+        threads = min(math.ceil(limit), len(os.sched_getaffinity(0)))
+        line = f"forward passes: 1 at once, {threads} thread(s) each (cgroup CPU limit {limit:g},"
         assert line in pod.process.log(), f"{pod.name}: no '{line}' in its log"
 
 

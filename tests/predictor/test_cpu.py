@@ -63,9 +63,8 @@ def test_threads_flag_overrides_the_quota(tmp_path):
 
 
 @pytest.mark.parametrize(("passes", "threads", "plan"), [
-    (None, None, (4, 1)),   # one single-threaded pass per CPU of the limit
-    (None, 2, (2, 2)),      # --threads: as many passes as fit in the limit
-    (None, 8, (1, 8)),      # at least one pass
+    (None, None, (1, 4)),   # one pass on every CPU of the limit
+    (None, 2, (1, 2)),      # --threads as given
     (2, None, (2, 2)),      # --parallel_passes: the limit shared between them
     (8, None, (8, 1)),      # at least one thread each
     (3, 3, (3, 3)),         # both given: as given, whatever the limit
