@@ -12,6 +12,7 @@ from bench import (
     k6_mix,
     miss_profile,
     near_cache_choice,
+    parallel_passes,
     plots,
     raw_model,
     served,
@@ -29,6 +30,7 @@ def main() -> None:
     near_cache_choice.run()
     k6_mix.run()  # the original app and this stack side by side, then the fixed arrival rate
     miss_profile.run()
+    parallel_passes.run()
     cold_start.run()
     soak.run()
     fairness.run()
