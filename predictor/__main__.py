@@ -9,7 +9,7 @@ from serving.settings import parse_settings
 from serving.startup import check_workers, serve, show_service_logs
 
 from .model import SentimentPredictor
-from .routes import BINARY_EXTENSION_HEADER, fast_routes
+from .routes import fast_routes, kserve_only
 from .settings import PredictorSettings
 
 
@@ -22,8 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     show_service_logs()  # the model's load lines, thread count included
     model = SentimentPredictor(settings)
     model.load()
-    serve(model, settings, lambda app: FastJsonRoutes(app, fast_routes(model),
-                                                   passthrough_headers=frozenset({BINARY_EXTENSION_HEADER})))
+    serve(model, settings, lambda app: FastJsonRoutes(app, fast_routes(model), passthrough=kserve_only))
 
 
 if __name__ == "__main__":

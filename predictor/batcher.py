@@ -17,7 +17,7 @@ run between them (or beside them, on another worker):
 - Each job's texts go shortest first, and a text joins a pass if its length is within 2x of the
   pass's width or it adds at most `pad_slack_tokens` of padding (a few times what a separate
   pass costs), so short texts never ride, padded, in a pass of long ones.
-- With nothing waiting, an idle worker takes the next request and, while there is concurrent
+- With nothing in progress, a worker takes the next requests and, while there is concurrent
   traffic (more than one request in its current or last spell of work between idle moments),
   waits at most `max_wait_ms` for more to fill a pass; a lone request on a quiet server runs at once.
 - A cancelled caller's remaining texts are dropped. A pass that fails fails every job that had
@@ -218,35 +218,50 @@ class BatchQueue:
         """Wait for texts to compute: the next pass (rows and padded width), or None when stopping."""
         while True:
             with self._work_lock:
+                fresh = not self._active  # a new spell of work: while traffic is concurrent, wait for company
                 if self._stopping or self._drain():
                     return None
-                if any(job.pending for job in self._active):
+                pending = any(job.pending for job in self._active)
+                if pending and not fresh:
                     rows, width = self._next_pass()
                     if rows:
                         self._in_flight += 1
                         if self._waiting and any(job.pending for job in self._active):
                             self._queue.put(_WAKE)  # texts left over: an idle worker can start on them
                         return rows, width
-                if not self._in_flight:  # idle: remember whether the traffic since the last idle was concurrent
-                    self._was_concurrent, self._jobs_since_idle = self._jobs_since_idle > 1, 0
-                self._waiting += 1
-            job = self._queue.get()
-            with self._work_lock:
-                self._waiting -= 1
-                if self._take(job):
-                    return None
-                concurrent = self._was_concurrent or self._jobs_since_idle > 1
-                full = self._pass_is_full()
-            deadline = time.monotonic() + (self.max_wait_s if concurrent else 0.0)
-            while not full and (remaining := deadline - time.monotonic()) > 0:
-                try:
-                    job = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
+                    pending = False  # their callers all cancelled
+                if not pending:
+                    if not self._in_flight:  # idle: remember whether the traffic since the last idle was concurrent
+                        self._was_concurrent, self._jobs_since_idle = self._jobs_since_idle > 1, 0
+                    self._waiting += 1
+            if not pending:
+                job = self._queue.get()
                 with self._work_lock:
+                    self._waiting -= 1
+                    if job is _WAKE:  # leftover texts: start on them at once
+                        continue
                     if self._take(job):
                         return None
-                    full = self._pass_is_full()
+            if self._wait_for_company():
+                return None
+
+    def _wait_for_company(self) -> bool:
+        """Take more jobs for up to `max_wait_ms` while traffic is concurrent and the pass is not full;
+        True for the stop signal."""
+        with self._work_lock:
+            concurrent = self._was_concurrent or self._jobs_since_idle > 1
+            full = self._pass_is_full()
+        deadline = time.monotonic() + (self.max_wait_s if concurrent else 0.0)
+        while not full and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                job = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return False
+            with self._work_lock:
+                if self._take(job):
+                    return True
+                full = self._pass_is_full()
+        return False
 
     def _drain(self) -> bool:
         """Take every queued job without waiting; True for the stop signal."""

@@ -5,7 +5,9 @@ model call KServe would make (`Model.__call__`: KServe's `request_*_seconds` met
 validation and its 4xx messages) without FastAPI's routing, dependency solving and response
 re-validation, which cost more CPU than the forward pass of a short text. The request schema is
 KServe's own (`InferenceRequest`), so a malformed body gets the same 422. Requests in the binary
-tensor extension (`Inference-Header-Content-Length`), gRPC and every other route stay with KServe.
+tensor extension (`Inference-Header-Content-Length`), CloudEvents (binary `ce-*` headers, the
+`application/cloudevents+json` content type, or a structured event in a JSON body: KServe unwraps
+and re-wraps them), gRPC and every other route stay with KServe.
 """
 
 from __future__ import annotations
@@ -16,13 +18,23 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from kserve.utils.utils import is_structured_cloudevent
 from pydantic import ValidationError
 
 from serving.errors import BadInput, SchemaViolation, Unavailable
-from serving.fast_routes import Handler
+from serving.fast_routes import Handler, PassThrough
 from serving.limits import json_body
 
-BINARY_EXTENSION_HEADER = b"inference-header-content-length"
+KSERVE_ONLY_HEADERS = frozenset({b"inference-header-content-length", b"ce-specversion"})
+CLOUDEVENT_CONTENT_TYPE = b"application/cloudevents+json"
+
+
+def kserve_only(scope: dict) -> bool:
+    """Requests KServe's own route must answer: the binary tensor extension and CloudEvents."""
+    for name, value in scope["headers"]:
+        if name in KSERVE_ONLY_HEADERS or (name == b"content-type" and value.startswith(CLOUDEVENT_CONTENT_TYPE)):
+            return True
+    return False
 
 
 def fast_routes(model: Model) -> dict[str, Handler]:
@@ -48,6 +60,9 @@ def fast_routes(model: Model) -> dict[str, Handler]:
         return rest
 
     async def v1_predict(body: bytes) -> Any:
-        return await call(json_body(body))
+        payload = json_body(body)
+        if isinstance(payload, dict) and is_structured_cloudevent(payload):
+            raise PassThrough
+        return await call(payload)
 
     return {f"/v2/models/{name}/infer": v2_infer, f"/v1/models/{name}:predict": v1_predict}

@@ -2,10 +2,11 @@
 
 A cache hit (transformer) or a one-text prediction (predictor) costs less than FastAPI's routing,
 parameter handling, middleware stack and response encoding, so the routes of a table are answered
-here. Every other request (metadata, health, docs, metrics, and any request carrying one of
-`passthrough_headers`) goes to KServe's app untouched. Each answered request is reported to
-`observe(route, status, seconds)`; errors are rendered by `serving.errors.rest_response`, as on
-every other route. Size limits are enforced in front of this (`serving.startup.BodyLimit`).
+here. Every other request (metadata, health, docs, metrics, any request `passthrough(scope)` picks,
+and any whose handler raises `PassThrough` after reading its body) goes to KServe's app untouched.
+Each answered request is reported to `observe(route, status, seconds)`; errors are rendered by
+`serving.errors.rest_response`, as on every other route. Size limits are enforced in front of this
+(`serving.startup.BodyLimit`).
 """
 
 from __future__ import annotations
@@ -25,17 +26,22 @@ log = logging.getLogger(__name__)
 Handler = Callable[[bytes], Awaitable[Any]]
 """Body in, a value orjson can encode (numpy arrays included) out; a ServiceError for a 4xx/5xx."""
 Observer = Callable[[str, int, float], None]
+Picker = Callable[[dict], bool]
+
+
+class PassThrough(Exception):
+    """Raised by a handler that leaves this request (its body replayed) to the wrapped app."""
 
 
 class FastJsonRoutes:
     """Wraps an ASGI app; attribute access falls through to it, so KServe can still configure it."""
 
     def __init__(self, app: Any, routes: dict[str, Handler], observe: Observer | None = None,
-                 passthrough_headers: frozenset[bytes] = frozenset()):
+                 passthrough: Picker | None = None):
         self.app = app
         self.routes = routes
         self.observe = observe
-        self.passthrough_headers = passthrough_headers
+        self.passthrough = passthrough
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -43,8 +49,7 @@ class FastJsonRoutes:
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
         handler = self.routes.get(path) if scope["type"] == "http" else None
-        if handler is not None and self.passthrough_headers and any(
-                name in self.passthrough_headers for name, _ in scope["headers"]):
+        if handler is not None and self.passthrough is not None and self.passthrough(scope):
             handler = None
         if handler is None:
             await self.app(scope, receive, send)
@@ -55,9 +60,13 @@ class FastJsonRoutes:
             return
         start = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = []
+        body = b""
         try:
             body = await read_body(receive)
             status, content = 200, orjson.dumps(await handler(body), option=orjson.OPT_SERIALIZE_NUMPY)
+        except PassThrough:
+            await self.app(scope, _replay(body, receive), send)
+            return
         except ServiceError as exc:
             status, content, headers = rest_response(exc)
         except Exception:
@@ -66,6 +75,16 @@ class FastJsonRoutes:
         await send_json(send, status, content, headers)
         if self.observe is not None:
             self.observe(path, status, time.perf_counter() - start)
+
+
+def _replay(body: bytes, receive):
+    """An ASGI receive that hands over the body already read, then the client's own messages."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed():
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 async def read_body(receive) -> bytes:

@@ -204,6 +204,22 @@ def test_binary_tensor_extension_is_served_too(predictor):
     np.testing.assert_allclose(result.as_numpy("probabilities"), v1_probs(predictor, TEXTS), atol=1e-6)
 
 
+CLOUDEVENT = {"specversion": "1.0", "id": "42", "source": "tests", "type": "org.example.predict",
+              "time": "2026-11-25T00:00:00Z"}
+
+
+def test_cloudevents_are_served_as_kserve_serves_them(predictor):
+    """A structured event in a JSON body is unwrapped; a binary one (ce-* headers) is answered as an event."""
+    r = v1(predictor, {**CLOUDEVENT, "data": {"instances": [POSITIVE]}})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0][0]["label"] == "POSITIVE"
+    headers = {f"ce-{k}": v for k, v in CLOUDEVENT.items()}
+    r = v1(predictor, {"instances": [NEGATIVE]}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["ce-specversion"] == "1.0" and r.headers["ce-type"]
+    assert r.json()["predictions"][0][0]["label"] == "NEGATIVE"
+
+
 def test_rest_predictions_count_in_kserve_metrics(predictor):
     """The REST routes answered in front of FastAPI still go through KServe's model call and its metrics."""
     def count() -> float:
