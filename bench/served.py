@@ -41,13 +41,13 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
         "no-batching": ["--runtime", runtime, "--max_batch_size", "1", "--max_wait_ms", "0"],
         "naive-torch": ["--runtime", "torch", "--max_batch_size", "1", "--max_wait_ms", "0"],
     }
-    starters = {name: (lambda extra: PredictorProcess(model_dir, extra=extra)) for name in servers}
+    sources = {}  # servers run from another revision's export
     if baseline:
-        commit, source = export_revision(baseline)
+        commit, sources[f"batching@{commit[:8]}"] = export_revision(baseline)
         servers[f"batching@{commit[:8]}"] = servers["batching"]
-        starters[f"batching@{commit[:8]}"] = lambda extra: RevisionPredictor(source, model_dir, extra=extra)
     for name, extra in servers.items():
-        server = starters[name](extra).start()
+        server = (RevisionPredictor(sources[name], model_dir, extra=extra) if name in sources
+                  else PredictorProcess(model_dir, extra=extra)).start()
         try:
             hey(f"{server.url}/v1/models/sentiment:predict", body, 8, 3)  # warm-up
             for c in concurrencies:

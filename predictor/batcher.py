@@ -150,11 +150,8 @@ class BatchQueue:
             thread.join(timeout=10)
         self._threads = []
         with self._work_lock:
-            while True:
-                try:
-                    self._take(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            while self._drain():  # past every stop signal left in the queue
+                pass
             for job in list(self._active):
                 self._retire(job, error=Unavailable("the predictor is shutting down; retry"))
 
