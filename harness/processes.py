@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ def http_ready(url: str) -> Callable[[], bool]:
 class RedisServer(ServerProcess):
     """A throwaway redis-server on a free port, no persistence."""
 
-    def __init__(self, port: int | None = None, password: str | None = None, tls: TlsFiles | None = None):
+    def __init__(self, port: int | None = None, password: str | None = None, tls: TlsFiles | None = None,
+                 extra: list[str] | None = None):
         self.port = port or free_port()
         binary = shutil.which("redis-server")
         if binary is None:
@@ -110,6 +112,7 @@ class RedisServer(ServerProcess):
                 "--enable-debug-command", "local"]
         if password:
             args += ["--requirepass", password]
+        args += extra or []  # later directives win over the ones above
         self.password = password
         self.tls = tls
         super().__init__(f"redis-{self.port}", args)
@@ -209,3 +212,130 @@ class TransformerProcess(ModelServerProcess):
         super().start()
         self.wait_ready(http_ready(f"{self.url}/v2/models/{self.model_name}/ready"), timeout=60)
         return self
+
+
+CLUSTER_BUS_OFFSET = 10000
+"""A cluster node also listens on its port + 10000 (the cluster bus, Redis' default offset)."""
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port is free too (so the port stays below 55536)."""
+    while True:
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+        except OSError:
+            continue
+        return port
+
+
+class RedisClusterServers:
+    """A Redis Cluster of throwaway redis-servers on loopback: `masters` masters with `replicas` replicas each,
+    joined by `redis-cli --cluster create`, each node a `RedisServer` stopped by its PID.
+
+    `cluster-require-full-coverage no`: while a master is down, the other shards keep answering (with the
+    default, every node refuses every key until a replica has taken over). The node timeout is short, so a
+    replica takes over about two seconds after its master dies. With `announce_ip`, every node tells clients
+    (CLUSTER SLOTS) that it is at that loopback address instead of 127.0.0.1, as managed services report
+    addresses their certificates do not name.
+    """
+
+    def __init__(self, masters: int = 3, replicas: int = 1, password: str | None = None, tls: TlsFiles | None = None,
+                 node_timeout_ms: int = 1000, announce_ip: str | None = None, extra: list[str] | None = None):
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-cluster-", dir=LOG_DIR))
+        self.masters_wanted, self.replicas = masters, replicas
+        self.password, self.tls = password, tls
+        self.nodes: list[RedisServer] = []
+        for _ in range(masters * (1 + replicas)):
+            port = free_cluster_port()
+            node_dir = self.dir / str(port)
+            node_dir.mkdir()
+            args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", str(node_dir),
+                    "--cluster-node-timeout", str(node_timeout_ms), "--cluster-require-full-coverage", "no"]
+            if password:
+                args += ["--masterauth", password]
+            if tls:
+                args += ["--tls-cluster", "yes", "--tls-replication", "yes"]
+            if announce_ip:
+                args += ["--bind", "127.0.0.1", announce_ip, "--cluster-announce-ip", announce_ip]
+            self.nodes.append(RedisServer(port, password=password, tls=tls, extra=args + (extra or [])))
+
+    def url(self, node: RedisServer | None = None) -> str:
+        """The URL of one node (the first by default): a cluster client discovers the rest from it."""
+        return (node or self.nodes[0]).url.removesuffix("/0")
+
+    def node(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def start(self) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        tls = ["--tls", "--cacert", str(self.tls.ca)] if self.tls else []
+        env = {**os.environ, **({"REDISCLI_AUTH": self.password} if self.password else {})}
+        subprocess.run([shutil.which("redis-cli"), *tls, "--cluster", "create",
+                        *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-replicas", str(self.replicas),
+                        "--cluster-yes"], env=env, check=True, capture_output=True, timeout=60)
+        return self.wait_whole()
+
+    def wait_whole(self, timeout: float = 60) -> RedisClusterServers:
+        wait_until(self.whole, timeout, "redis cluster to be whole")
+        return self
+
+    def topology(self, via: RedisServer | None = None) -> list[dict]:
+        """CLUSTER NODES as seen by `via` (else the first live node): port, id, role, master id, failed."""
+        node = via or next(n for n in self.nodes if n.alive)
+        client = node.client(socket_timeout=2)
+        try:
+            nodes = client.execute_command("CLUSTER NODES")  # parsed by redis-py: {"ip:port@bus": {...}}
+        finally:
+            client.close()
+        rows = []
+        for address, row in nodes.items():
+            flags = row["flags"].split(",")
+            rows.append({"id": row["node_id"], "port": int(address.split("@")[0].rsplit(":", 1)[1]),
+                         "role": "master" if "master" in flags else "replica",
+                         "master_id": None if row["master_id"] == "-" else row["master_id"], "failed": "fail" in flags})
+        return rows
+
+    def masters(self) -> list[RedisServer]:
+        return [self.node(row["port"]) for row in self.topology() if row["role"] == "master" and not row["failed"]]
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        rows = self.topology()
+        master_id = next(row["id"] for row in rows if row["port"] == master.port)
+        return next(self.node(row["port"]) for row in rows if row["master_id"] == master_id and not row["failed"])
+
+    def whole(self) -> bool:
+        """Every node up and agreeing: cluster state ok, all slots served, each master with a synced replica."""
+        import redis
+
+        try:
+            return all(n.alive for n in self.nodes) and self._agree()
+        except redis.RedisError:
+            return False
+
+    def _agree(self) -> bool:
+        for node in self.nodes:
+            client = node.client(socket_timeout=2)
+            try:
+                info = client.execute_command("CLUSTER INFO")
+                replication = client.info("replication")
+            finally:
+                client.close()
+            if (info["cluster_state"] != "ok" or info["cluster_slots_ok"] != "16384"
+                    or int(info["cluster_known_nodes"]) != len(self.nodes)):
+                return False
+            if replication["role"] == "slave" and replication.get("master_link_status") != "up":
+                return False
+        rows = self.topology()
+        masters = sum(row["role"] == "master" for row in rows)
+        return masters == self.masters_wanted and not any(row["failed"] for row in rows)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -11,6 +11,7 @@ from serving.startup import serve
 from . import metrics
 from .cache import RedisPredictionCache
 from .caching import CachedClassifier
+from .cluster_cache import ClusterPredictionCache
 from .keys import CacheKeys
 from .model import SentimentTransformer
 from .near_cache import NearCache, TieredPredictionCache
@@ -25,10 +26,11 @@ def main(argv: list[str] | None = None) -> None:
     s = parse_settings(TransformerSettings, sys.argv[1:] if argv is None else argv, "python -m transformer",
                        "Sentiment transformer: Redis cache in front of the predictor (KServe model server).",
                        parent=model_server.parser)
-    cache = RedisPredictionCache(
-        s.redis_url, s.cache_ttl_s, socket_timeout_s=s.redis_socket_timeout_ms / 1000,
-        connect_timeout_s=s.redis_connect_timeout_ms / 1000, health_check_interval_s=s.redis_health_check_interval_s,
-        password=s.redis_password, ca_cert=s.redis_ca_cert)
+    if s.redis_cluster:
+        cache = ClusterPredictionCache(s.redis_url, s.cache_ttl_s, s.redis_options(),
+                                       nodes_at_url_host=s.redis_cluster_nodes_at_url_host)
+    else:
+        cache = RedisPredictionCache(s.redis_url, s.cache_ttl_s, s.redis_options())
     if s.near_cache_entries > 0 and s.near_cache_bytes > 0:
         cache = TieredPredictionCache(NearCache(s.near_cache_entries, s.near_cache_bytes), cache, s.cache_ttl_s)
     client = PredictorClient(s.predictor_host, s.model_name, s.predictor_protocol, s.predictor_use_ssl,

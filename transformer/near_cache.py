@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
-from .cache import CacheHit, RedisPredictionCache
+from .cache import CacheHit, RedisTier
 
 MEMORY, REDIS = "memory", "redis"
 """Tiers that answer a hit (the `tier` label of `sentiment_cache_hits_total`)."""
@@ -80,10 +80,10 @@ class TieredPredictionCache:
 
     Redis hits are copied into the near cache with Redis' remaining TTL (fetched in the same round
     trip), writes go to both with the same TTL, so no copy outlives its Redis entry. Redis faults
-    stay misses (fail-open, `RedisPredictionCache`); the near cache keeps answering through them.
+    stay misses (fail-open, `cache.FailOpen`); the near cache keeps answering through them.
     """
 
-    def __init__(self, near: NearCache, far: RedisPredictionCache, ttl_s: float):
+    def __init__(self, near: NearCache, far: RedisTier, ttl_s: float):
         self.near = near
         self.far = far
         self.ttl_s = ttl_s
