@@ -91,6 +91,8 @@ class ClusterPredictionCache:
             **options.client_kwargs(url))
         self.discovery = FailOpen("redis cluster discovery", self.min_pause_s, self.max_pause_s)
         self.shards: dict[str, FailOpen] = {}
+        self._mapped = False
+        self._discovering: asyncio.Task | None = None
         self._rereading: asyncio.Task | None = None
         self._reread_at = float("-inf")
 
@@ -144,17 +146,32 @@ class ClusterPredictionCache:
             metrics.REDIS_LATENCY.labels(op="set").observe(time.perf_counter() - start)
 
     async def _discovered(self, op: str, count_skip: bool = True) -> bool:
-        """Whether the slot map is known, reading it first if it is not (at start, and after a fault of it)."""
+        """Whether the slot map is known. The first reading (CLUSTER SLOTS, and COMMAND for redis-py's key
+        parser: a large reply) runs in the background: a request waits for it up to the cache's budget and
+        misses if it is still under way, without cancelling it."""
+        if self._mapped:  # afterwards redis-py's pipelines read the map again themselves if it is dropped
+            return True
         if not self.discovery.available():
             if count_skip:
                 self.discovery.skipped()
             return False
+        if self._discovering is None:
+            self._discovering = asyncio.create_task(self._discover(op))
         try:
             async with asyncio.timeout(self.deadline_s):
-                await self.client.initialize()  # reads the slot map once; a no-op afterwards
+                return await asyncio.shield(self._discovering)
+        except TimeoutError:
+            return False
+
+    async def _discover(self, op: str) -> bool:
+        try:
+            await self.client.initialize()
         except FAULTS as exc:
             self.discovery.failed(op, exc)
             return False
+        finally:
+            self._discovering = None
+        self._mapped = True
         self.discovery.succeeded()
         return True
 
@@ -302,6 +319,7 @@ class ClusterPredictionCache:
             return False
 
     async def close(self) -> None:
-        if self._rereading is not None:
-            self._rereading.cancel()
+        for task in (self._discovering, self._rereading):
+            if task is not None:
+                task.cancel()
         await self.client.aclose()
