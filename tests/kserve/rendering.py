@@ -55,9 +55,16 @@ def write_overlay(directory: Path, overlay: str, components: list[str], namespac
 
 
 @cache
-def rendered_prod_with_grpc() -> tuple[dict, ...]:
+def rendered_with(overlay: str, *components: str) -> tuple[dict, ...]:
+    """`overlay` plus opt-in `components`, in the overlay's namespace, as an operator's own overlay renders it."""
     with tempfile.TemporaryDirectory() as tmp:
-        return tuple(render(write_overlay(Path(tmp) / "prod-grpc", "prod", ["grpc"], "sentiment-prod")))
+        path = write_overlay(Path(tmp) / "-".join((overlay, *components)), overlay, list(components),
+                             f"sentiment-{overlay}")
+        return tuple(render(path))
+
+
+def rendered_prod_with_grpc() -> tuple[dict, ...]:
+    return rendered_with("prod", "grpc")
 
 
 def find(docs, kind: str, name: str) -> dict:
