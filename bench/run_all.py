@@ -7,6 +7,7 @@ from bench import (
     accuracy,
     batch_tokens,
     cache_hit,
+    cluster_cache,
     cold_start,
     fairness,
     k6_mix,
@@ -28,6 +29,7 @@ def main() -> None:
         served.run("distilbert", runtime)
     cache_hit.run()
     near_cache_choice.run()
+    cluster_cache.run()  # cache hits through a 3-master Redis Cluster and through one node
     k6_mix.run()  # the original app and this stack side by side, then the fixed arrival rate
     miss_profile.run()
     parallel_passes.run()

@@ -33,9 +33,10 @@ class TransformerSettings(ServerSettings):
                                          parse=str)
     redis_password: str | None = setting(None, "Redis AUTH password (environment only, never a flag)",
                                          env="REDIS_PASSWORD", flag=False)
-    redis_password_file: str | None = setting(None, "file holding the Redis password (a mounted Secret), read at "
-                                              "start when REDIS_PASSWORD is unset", env="REDIS_PASSWORD_FILE",
-                                              parse=str)
+    # Not `redis_password_file`: argparse takes a flag's prefix for the flag, so `--redis_password pw` would
+    # quietly become a file name instead of being refused.
+    redis_auth_file: str | None = setting(None, "file holding the Redis password (a mounted Secret), read at start "
+                                          "when REDIS_PASSWORD is unset", env="REDIS_PASSWORD_FILE", parse=str)
     redis_ca_cert: str | None = setting(None, "CA bundle that signed Redis' certificate, for rediss:// (unset: the "
                                         "system's CAs)", env="REDIS_CA_CERT", parse=str)
     redis_cluster_nodes_at_url_host: bool = setting(
@@ -63,10 +64,10 @@ class TransformerSettings(ServerSettings):
                                     "(0: no near cache)", env="NEAR_CACHE_BYTES")
 
     def redis_options(self) -> RedisOptions:
-        """How to talk to Redis; the password comes from REDIS_PASSWORD, else from `redis_password_file`."""
+        """How to talk to Redis; the password comes from REDIS_PASSWORD, else from `redis_auth_file`."""
         password = self.redis_password
-        if not password and self.redis_password_file:
-            password = Path(self.redis_password_file).read_text().rstrip("\r\n")
+        if not password and self.redis_auth_file:
+            password = Path(self.redis_auth_file).read_text().rstrip("\r\n")
         return RedisOptions(socket_timeout_s=self.redis_socket_timeout_ms / 1000,
                             connect_timeout_s=self.redis_connect_timeout_ms / 1000,
                             health_check_interval_s=self.redis_health_check_interval_s,

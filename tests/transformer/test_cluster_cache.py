@@ -108,6 +108,30 @@ def test_with_the_predictor_stopped_cached_sentences_are_answered_from_the_clust
         own.stop()
 
 
+def test_the_near_cache_copies_cluster_hits_with_their_remaining_ttl(predictor, cluster, sentences):
+    """In front of the cluster as in front of one node: a second transformer's first read is a Redis hit
+    (values and TTLs from every shard in one round trip each), its next one a memory hit."""
+    ns = namespace()
+    writer = on_cluster(predictor, cluster.url(), ns)
+    reader = TransformerProcess(f"127.0.0.1:{predictor.http_port}", cluster.url(),
+                                extra=["--redis_cluster", "--cache_namespace", ns])  # near cache on (default)
+    try:
+        writer.start()
+        reader.start()
+        texts = sentences[90:100]
+        expected = predictor_probs(predictor, texts)
+        seed_predict(reader, [sentences[89]])  # learns the model's fingerprint
+        np.testing.assert_allclose(seed_predict(writer, texts), expected, atol=1e-6)
+        np.testing.assert_allclose(seed_predict(reader, texts), expected, atol=1e-6)
+        assert metric(reader, REDIS_HITS) == len(texts)
+        np.testing.assert_allclose(seed_predict(reader, texts), expected, atol=1e-6)
+        assert metric(reader, 'sentiment_cache_hits_total{tier="memory"}') == len(texts)
+        assert metric(reader, REDIS_HITS) == len(texts)
+    finally:
+        writer.stop()
+        reader.stop()
+
+
 class Load:
     """`clients` threads asking for one or two texts of `pool` at a time, each answer checked against `truth`."""
 
@@ -277,4 +301,31 @@ def test_tls_cluster_with_a_private_ca_and_nodes_reported_at_other_addresses(pre
     finally:
         for proc in (working, unmapped, untrusting):
             proc.stop()
+        cluster.stop()
+
+
+def test_acl_user_with_its_password_from_a_file(predictor, sentences, tmp_path):
+    """An ACL user (REDIS_USERNAME) whose password comes from a mounted file (REDIS_PASSWORD_FILE), never argv;
+    the default user's password (the admin's) is not given to the transformer."""
+    acl = ["--user", "cache", "on", ">cache-pw", "~*", "+@all"]
+    cluster = RedisClusterServers(password="admin-pw", extra=acl).start()
+    secret = tmp_path / "password"
+    secret.write_text("cache-pw\n")  # as a Secret's file often ends
+    ns = namespace()
+    transformer = on_cluster(predictor, f"redis://127.0.0.1:{cluster.nodes[0].port}", ns,
+                             env={"REDIS_USERNAME": "cache", "REDIS_PASSWORD_FILE": str(secret)})
+    try:
+        transformer.start()
+        wait_until(lambda: seed_predict(transformer, [sentences[399]]) is not None
+                   and any(keys_in(m, ns) for m in cluster.masters()), 20, "the cluster to take writes")
+        texts = sentences[400:420]
+        seed_predict(transformer, texts)
+        assert sum(len(keys_in(m, ns)) for m in cluster.masters()) == len(texts) + 1
+        assert redis_hits(transformer, texts) == len(texts)
+        assert "cache-pw" not in " ".join(transformer.args)
+        admin = cluster.nodes[0].client()
+        assert any(c.get("user") == "cache" for c in admin.client_list(_type="normal"))
+        admin.close()
+    finally:
+        transformer.stop()
         cluster.stop()
