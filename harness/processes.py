@@ -286,13 +286,21 @@ class RedisClusterServers:
         return self
 
     def topology(self, via: RedisServer | None = None) -> list[dict]:
-        """CLUSTER NODES as seen by `via` (else the first live node): port, id, role, master id, failed."""
-        node = via or next(n for n in self.nodes if n.alive)
-        client = node.client(socket_timeout=2)
-        try:
-            nodes = client.execute_command("CLUSTER NODES")  # parsed by redis-py: {"ip:port@bus": {...}}
-        finally:
-            client.close()
+        """CLUSTER NODES as seen by `via` (else the first node that answers): port, id, role, master id, failed."""
+        import redis
+
+        for node in [via] if via else [n for n in self.nodes if n.alive]:
+            client = node.client(socket_timeout=1)
+            try:
+                nodes = client.execute_command("CLUSTER NODES")  # parsed by redis-py: {"ip:port@bus": {...}}
+                break
+            except redis.RedisError:  # a stopped (SIGSTOP) node
+                if via:
+                    raise
+            finally:
+                client.close()
+        else:
+            raise RuntimeError("no cluster node answers")
         rows = []
         for address, row in nodes.items():
             flags = row["flags"].split(",")
