@@ -44,7 +44,9 @@ class CachedClassifier:
         # any the predictor or the identity record names.
         self._seen: dict[str, tuple[float, float]] = {fingerprint: (-math.inf, -math.inf)} if fingerprint else {}
         self._labels: dict[str, tuple[str, ...]] = {}
-        self._answered = False  # whether the predictor (or the identity record) has told us a model
+        # Whether the predictor, the identity record or a flag has told us a model: a fingerprint given by
+        # flag (a rollout that names its model) wins over the record another pod wrote for the old one.
+        self._answered = fingerprint is not None
         self.max_inflight = max_inflight
         self.inflight = 0
 
