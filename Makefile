@@ -7,7 +7,7 @@ SHARED_DIR ?= $(abspath ../shared)
 MODEL_DIR ?= $(SHARED_DIR)/models/sentiment-minilm-sst2
 export SHARED_DIR MODEL_DIR
 
-.PHONY: serve test lint bench install system-deps kubectl
+.PHONY: serve test lint bench images install system-deps image-deps kubectl
 
 ## serve: run Redis + predictor + transformer locally (Ctrl-C stops all)
 serve: install
@@ -17,6 +17,10 @@ serve: install
 test: install
 	$(VENV)/bin/ruff check serving predictor transformer harness tests bench
 	$(PY) -m pytest
+
+## images: build every image from its Dockerfile (docker, else buildah) and print their sizes
+images: install image-deps
+	$(PY) -m harness.images build
 
 ## bench: run every benchmark under bench/ (not part of the tests)
 bench: install
@@ -34,7 +38,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU torch first, so nothing below can pull a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[predictor,transformer,dev,bench]'
+	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[predictor,torch,transformer,dev,bench]'
 	touch $@
 
 system-deps:
@@ -43,3 +47,12 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl \
 	    bubblewrap prometheus; }
+
+# buildah builds without a Docker engine; podman imports a stand-in base and reports sizes; mmdebstrap
+# makes that stand-in when the base image cannot be pulled.
+image-deps:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
+	  command -v buildah >/dev/null && command -v podman >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq buildah podman \
+	    mmdebstrap; }; }
