@@ -55,9 +55,15 @@ def write_overlay(directory: Path, overlay: str, components: list[str], namespac
 
 
 @cache
-def rendered_prod_with_grpc() -> tuple[dict, ...]:
+def rendered_with(overlay: str, *components: str) -> tuple[dict, ...]:
+    """`overlay` with opt-in `components`, as an operator's own overlay renders it."""
     with tempfile.TemporaryDirectory() as tmp:
-        return tuple(render(write_overlay(Path(tmp) / "prod-grpc", "prod", ["grpc"], "sentiment-prod")))
+        return tuple(render(write_overlay(Path(tmp) / f"{overlay}-{'-'.join(components)}", overlay,
+                                          list(components), f"sentiment-{overlay}")))
+
+
+def rendered_prod_with_grpc() -> tuple[dict, ...]:
+    return rendered_with("prod", "grpc")
 
 
 def find(docs, kind: str, name: str) -> dict:
