@@ -47,11 +47,13 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from harness import images
 from harness.processes import REPO, ServerProcess, free_port, wait_until
 
 BWRAP = shutil.which("bwrap")
@@ -121,6 +123,43 @@ def fake_hf_download(model: Path, dest: Path, timestamp: float, commit: str = "3
     return dest
 
 
+UID_MODELCAR = 1010
+"""`uidModelcar` of KServe's default storageInitializer config (config/configmap/inferenceservice.yaml)."""
+MODELCAR_VOLUME = "kserve-provision-location"  # constants.StorageInitializerVolumeName
+
+
+def kserve_modelcar(spec: dict, uri: str, uid: int | None = UID_MODELCAR) -> tuple[dict, dict, dict]:
+    """What KServe's pod mutator makes of a predictor pod whose STORAGE_URI is `oci://` (kserve/kserve
+    pkg/utils/storage.go @aaac4e2, ConfigureModelcarToContainer, CreateModelcarContainer,
+    CreateModelcarInitContainer): the pod spec, the modelcar sidecar and its init container.
+
+    kserve-container gets MODEL_INIT_MODE=async, an emptyDir at /mnt (the parent of /mnt/models) and,
+    with uidModelcar set, that uid; the sidecar, from the URI's image, gets the same emptyDir and uid
+    and the args `sh -c "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"` (no command);
+    the init container checks that the image's /models is not empty. The pod shares one process
+    namespace, so kserve-container reaches the sidecar's root filesystem through /proc.
+    """
+    spec = json.loads(json.dumps(spec))
+    [main] = [c for c in spec["containers"] if c["name"] == "kserve-container"]
+    main.setdefault("env", []).append({"name": "MODEL_INIT_MODE", "value": "async"})
+    main.setdefault("volumeMounts", []).append({"name": MODELCAR_VOLUME, "mountPath": "/mnt", "readOnly": False})
+    spec.setdefault("volumes", []).append({"name": MODELCAR_VOLUME, "emptyDir": {}})
+    if uid is not None:
+        main.setdefault("securityContext", {})["runAsUser"] = uid
+    image = uri.removeprefix("oci://")
+    sidecar = {"name": "modelcar", "image": image,
+               "volumeMounts": [{"name": MODELCAR_VOLUME, "mountPath": "/mnt", "readOnly": False}],
+               "args": ["sh", "-c", "ln -sf /proc/$$$$/root/models /mnt/models && sleep infinity"],
+               **({"securityContext": {"runAsUser": uid}} if uid is not None else {})}
+    init = {"name": "modelcar-init", "image": image,
+            "args": ["sh", "-c", "echo 'Pre-fetching modelcar " + image + ": ' && [ -d /models ] && "
+                     "[ \"$$(ls -A /models)\" ] && echo 'OK ... Prefetched and valid (/models exists)' || "
+                     "(echo 'NOK ... Prefetched but modelcar is invalid (/models does not exist or is empty)' "
+                     "&& exit 1)"]}
+    spec["shareProcessNamespace"] = True
+    return spec, sidecar, init
+
+
 @dataclass(frozen=True)
 class Image:
     """What a container image contributes on this machine: its ENTRYPOINT/CMD, WORKDIR, ENV and USER."""
@@ -135,6 +174,8 @@ class Image:
     """Scripts put first on PATH (for Redis: its binaries, moved to the rehearsal's port)."""
     files: dict[str, Path] = field(default_factory=dict)
     """The image's software: path in the container -> directory on this machine (mounted read-only)."""
+    root: Path = Path("/")
+    """The root filesystem: a built image's own (harness.images), or this machine's."""
 
 
 APP_MOUNT = "/rehearsal/app"
@@ -193,7 +234,27 @@ def redis_image() -> Image:
     return Image(entrypoint, ["redis-server"], "/data", {"PATH": f"/rehearsal/bin:{BASE_PATH}"}, None, tools)
 
 
+def local_reference(reference: str) -> str:
+    """Our image's name as `make images` tags it: `ghcr.io/example/sentiment-model:x` -> `sentiment-model:x`."""
+    return reference.removeprefix("oci://").rsplit("/", 1)[-1]
+
+
+def built_image(reference: str, stack: ExitStack) -> Image | None:
+    """A built image of ours (`make images`), from its own config and root filesystem, or None if not built."""
+    local = local_reference(reference)
+    if not local.startswith("sentiment-") or not images.exists(local):
+        return None
+    root = stack.enter_context(images.root_filesystem(local))
+    config = images.config(local)
+    entrypoint, cmd = config.get("Entrypoint") or [], config.get("Cmd") or []
+    env = dict(item.split("=", 1) for item in config.get("Env") or [])
+    user = config.get("User")
+    return Image(lambda args: [*entrypoint, *args], cmd, config.get("WorkingDir") or "/", env,
+                 int(user.split(":")[0]) if user else None, root=root)
+
+
 def image_for(reference: str) -> Image:
+    """The stand-in for an image that is not built: our Dockerfile's settings on this machine's software."""
     repository = reference.rsplit("/", 1)[-1].split(":")[0].split("@")[0]
     if repository.startswith("sentiment-"):
         return dockerfile_image(REPO / f"Dockerfile.{repository.removeprefix('sentiment-')}")
@@ -235,6 +296,8 @@ class Sandbox:
     workdir: str
     mounts: dict[str, tuple[Path, bool]]
     """mount path -> (directory on this machine, read-only)."""
+    root: Path = Path("/")
+    """The root filesystem, mounted read-only: a built image's, or this machine's."""
 
     def wrap(self, argv: list[str]) -> list[str]:
         args = [BWRAP, "--die-with-parent", "--unshare-user", "--uid", str(self.uid), "--gid", str(self.gid),
@@ -242,13 +305,14 @@ class Sandbox:
         # The root is this machine's, read-only, entry by entry, so that mount points the host lacks
         # (/data, /mnt/models) can be made: a top-level directory holding one starts empty instead.
         own = {path for path in self.mounts if len(Path(path).parts) == 2}
-        fresh = {"/" + Path(path).parts[1] for path in self.mounts if path not in own and not Path(path).exists()}
+        fresh = {"/" + Path(path).parts[1] for path in self.mounts
+                 if path not in own and not (self.root / path.lstrip("/")).exists()}
         tmpfs = ["/"]
-        for entry in sorted(Path("/").iterdir()):
-            name = str(entry)
+        for entry in sorted(self.root.iterdir()):
+            name = "/" + entry.name
             if name in ("/proc", "/dev") or name in own or name in fresh:
                 continue
-            args += ["--symlink", os.readlink(entry), name] if entry.is_symlink() else ["--ro-bind", name, name]
+            args += ["--symlink", os.readlink(entry), name] if entry.is_symlink() else ["--ro-bind", str(entry), name]
         for top in sorted(fresh):
             args += ["--tmpfs", top]
             tmpfs.append(top)
@@ -343,6 +407,10 @@ class Rehearsal:
     pods: list[Pod] = field(default_factory=list)
     addresses: dict[tuple[str, str, int], int] = field(default_factory=dict)
     """(service, namespace, service port) -> port on this machine."""
+    sidecars: list[Pod] = field(default_factory=list)
+    """Modelcar containers, beside the pods whose models they hold."""
+    mounted: ExitStack = field(default_factory=ExitStack)
+    """Built images' root filesystems in use."""
 
     def deployment(self, name: str) -> Pod:
         [deploy] = [d for d in self.docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
@@ -358,21 +426,37 @@ class Rehearsal:
         return pod
 
     def component(self, isvc_name: str, component: str, models: Path | None = None, replica: str = "") -> Pod:
-        """A pod of an InferenceService component; `models` stands in for what the storage initializer downloads."""
+        """A pod of an InferenceService component. `models` stands in for what the storage initializer downloads
+        (hf://) and, when the modelcar image is not built, for the modelcar's /models (oci://)."""
         [isvc] = [d for d in self.docs if d["kind"] == "InferenceService" and d["metadata"]["name"] == isvc_name]
         spec = isvc["spec"][component]
         namespace = isvc["metadata"]["namespace"]
         hook = (lambda args: kserve_transformer_args(args, isvc, spec)) if component == "transformer" else \
             (lambda args: args)
-        pod = self._start(f"{isvc_name}-{component}{replica}", spec, namespace, hook, models)
+        name = f"{isvc_name}-{component}{replica}"
+        uri = next((e.get("value", "") for e in spec["containers"][0].get("env", []) if e["name"] == "STORAGE_URI"), "")
+        if uri.startswith("oci://"):
+            spec, sidecar, init = kserve_modelcar(spec, uri)
+            modelcar = self._built(sidecar["image"])
+            if modelcar is not None:  # KServe's modelcar, for real: the init check, then the sidecar
+                checked = self._run_once(f"{name}-modelcar-init", init, modelcar)
+                assert checked.returncode == 0, f"{name}: modelcar-init failed: {checked.stdout}{checked.stderr}"
+                self.sidecars.append(self._start(name, spec, namespace, lambda args: args, container=sidecar,
+                                                 image=modelcar, process=f"{name}-modelcar"))
+                models = None
+        pod = self._start(name, spec, namespace, hook, models)
         # Knative's Service for the component answers on port 80 and forwards to the container's port.
         http = spec["containers"][0].get("ports", [{"containerPort": 8080}])[0]["containerPort"]
         self.addresses.setdefault((f"{isvc_name}-{component}", namespace, 80), pod.port(http))
         return pod
 
     def stop(self) -> None:
-        for pod in reversed(self.pods):
+        for pod in reversed([*self.sidecars, *self.pods]):
             pod.process.stop()
+        self.mounted.close()
+
+    def _built(self, reference: str) -> Image | None:
+        return built_image(reference, self.mounted)
 
     def _resolve(self, text: str) -> str:
         """Service names (`svc`, `svc.ns`, `svc.ns.svc[.cluster.local]`, `:port` or 80) -> 127.0.0.1:local port."""
@@ -407,12 +491,25 @@ class Rehearsal:
             return namespace
         raise AssertionError(f"env {name}: valueFrom {source} is not rehearsed")
 
+    def _run_once(self, name: str, container: dict, image: Image) -> subprocess.CompletedProcess:
+        """An init container: its args through the image's entrypoint, to completion (kubelet expansion included)."""
+        argv = image.entrypoint([expand(a, {}) for a in container.get("args", [])])
+        security = container.get("securityContext", {})
+        uid = security.get("runAsUser", image.user if image.user is not None else 0)
+        sandbox = Sandbox(name, uid, security.get("runAsGroup", uid), image.workdir, {}, image.root)
+        return subprocess.run(sandbox.wrap(argv), env=image.env, capture_output=True, text=True, timeout=60)
+
     def _start(self, name: str, spec: dict, namespace: str, kserve_args: Callable[[list[str]], list[str]],
-               models: Path | None = None) -> Pod:
-        [container] = spec["containers"]
-        image = image_for(container["image"])
+               models: Path | None = None, container: dict | None = None, image: Image | None = None,
+               process: str | None = None) -> Pod:
+        """Start one container of pod `name` (its only one, or `container`); containers of one pod share
+        its volumes' directories."""
+        if container is None:
+            [container] = spec["containers"]
+        image = image or self._built(container["image"]) or image_for(container["image"])
         security = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
-        assert security.get("readOnlyRootFilesystem"), f"{name}: readOnlyRootFilesystem is not set"
+        if container["name"] != "modelcar":  # KServe's own sidecar sets no securityContext but its uid
+            assert security.get("readOnlyRootFilesystem"), f"{name}: readOnlyRootFilesystem is not set"
         uid = security.get("runAsUser", image.user)
         assert uid is not None and (uid != 0 or not security.get("runAsNonRoot")), \
             f"{name}: runAsNonRoot with uid {uid} would not start"
@@ -436,35 +533,38 @@ class Rehearsal:
         for mount in container.get("volumeMounts", []):
             volume = declared[mount["name"]]
             assert "emptyDir" in volume, f"{name}: volume {mount['name']} is not an emptyDir (not rehearsed)"
-            path = root / "volumes" / mount["name"]
+            path = root / "volumes" / mount["name"]  # shared by the pod's containers
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o777)  # as the kubelet makes an emptyDir
             mounts[mount["mountPath"]] = (path, bool(mount.get("readOnly")))
             volumes[mount["mountPath"]] = path
             if volume["emptyDir"].get("sizeLimit"):
                 size_limits[mount["mountPath"]] = volume["emptyDir"]["sizeLimit"]
-        if "STORAGE_URI" in env:
-            assert models is not None, f"{name}: STORAGE_URI is set; pass the downloaded model"
+        if models is not None:  # the storage initializer's download, or the modelcar's /models
             mounts[MODELS_MOUNT] = (models, True)
+        else:
+            assert "STORAGE_URI" not in env or container["name"] == "modelcar" or "MODEL_INIT_MODE" in env, \
+                f"{name}: STORAGE_URI is set; pass the downloaded model"
         mounts.update({path: (source, True) for path, source in image.files.items()})
         # The container's own cgroup (v2, cgroup namespace) as the kubelet sets it from the CPU limit.
-        cgroup = root / "cgroup"
+        cgroup = root / "cgroup" / container["name"]
         cgroup.mkdir(parents=True, exist_ok=True)
         cpu = container.get("resources", {}).get("limits", {}).get("cpu")
         (cgroup / "cpu.max").write_text(f"{round(cpu_quantity(cpu) * 100_000)} 100000\n" if cpu else "max 100000\n")
         mounts["/sys/fs/cgroup"] = (cgroup, True)
         tools = image.tools(ports)
         if tools:
-            bin_dir = root / "bin"
+            bin_dir = root / "bin" / container["name"]
             bin_dir.mkdir(parents=True)
             for tool, script in tools.items():
                 (bin_dir / tool).write_text(script)
                 (bin_dir / tool).chmod(0o755)
             mounts["/rehearsal/bin"] = (bin_dir, True)
-        sandbox = Sandbox(name, uid, security.get("runAsGroup", uid), image.workdir, mounts)
-        process = ServerProcess(name, sandbox.wrap(argv), env, inherit_env=False).start()
+        sandbox = Sandbox(name, uid, security.get("runAsGroup", uid), image.workdir, mounts, image.root)
+        process = ServerProcess(process or name, sandbox.wrap(argv), env, inherit_env=False).start()
         secrets = {var["name"]: env[var["name"]] for var in container.get("env", [])
                    if "secretKeyRef" in var.get("valueFrom", {})}
         pod = Pod(name, container, argv, env, ports, volumes, sandbox, process, secrets, size_limits)
-        self.pods.append(pod)
+        if container["name"] != "modelcar":
+            self.pods.append(pod)
         return pod

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -19,11 +20,13 @@ import redis
 from predictor.model_dir import fingerprint
 from tests.kserve.rehearsal import (
     MODELS_MOUNT,
+    UID_MODELCAR,
     Rehearsal,
     bwrap_problem,
     cpu_quantity,
     expand,
     fake_hf_download,
+    kserve_modelcar,
     kserve_transformer_args,
     quantity_bytes,
     rewrite_ports,
@@ -37,7 +40,7 @@ COLD_START_S = 300  # two predictors export ONNX at once on a shared 2-core mach
 
 
 @pytest.fixture(scope="module")
-def pods(tmp_path_factory, model_dir):
+def pods(tmp_path_factory, exported_model):
     problem = bwrap_problem()  # fails when bwrap is missing: make system-deps installs it
     if problem:
         pytest.skip(problem)
@@ -46,15 +49,14 @@ def pods(tmp_path_factory, model_dir):
     rehearsal = Rehearsal(docs, work)
     try:
         redis_pod = rehearsal.deployment("sentiment-redis")
-        # Two predictor pods, each with its own storage-initializer download (different timestamps).
-        predictors = [rehearsal.component("sentiment", "predictor", replica=f"-{i}",
-                                          models=fake_hf_download(model_dir, work / f"models-{i}", stamp))
-                      for i, stamp in enumerate((1764000000.25, 1764086400.75))]
+        # Two predictor pods, each with its modelcar (the built image's, or the export standing in for it).
+        predictors = [rehearsal.component("sentiment", "predictor", replica=f"-{i}", models=exported_model)
+                      for i in range(2)]
         transformer = rehearsal.component("sentiment", "transformer")
         for pod in (redis_pod, transformer, *predictors):
             pod.wait_ready(COLD_START_S)
         yield SimpleNamespace(docs=docs, redis=redis_pod, predictors=predictors, transformer=transformer,
-                              all=[redis_pod, *predictors, transformer])
+                              all=[redis_pod, *predictors, transformer], sidecars=rehearsal.sidecars)
     finally:
         rehearsal.stop()
 
@@ -97,11 +99,48 @@ def test_every_predictor_pod_reports_the_same_model_version(pods, model_dir):
     versions = {_predictor_answer(pod, TEXTS[:1])["model_version"] for pod in pods.predictors}
     assert len(versions) == 1, f"pods disagree on the model version: {versions}"
     [version] = versions
-    assert version.startswith(fingerprint(model_dir) + "-")
-    # Both pods really saw different storage-initializer metadata.
-    stamps = {(pod.sandbox.mounts[MODELS_MOUNT][0] / ".cache/huggingface/download/config.json.metadata").read_text()
-              for pod in pods.predictors}
-    assert len(stamps) == 2
+    # The export carries the fingerprint of the model it was exported from.
+    assert version == f"{fingerprint(model_dir)}-onnx"
+
+
+def test_the_images_built_here_are_the_ones_rehearsed(pods):
+    """`make images` runs before the tests: every pod of ours runs its image's own root filesystem, and the
+    predictor reaches its model through KServe's modelcar (a real sidecar from the model image)."""
+    for pod in [*pods.predictors, pods.transformer, *pods.sidecars]:
+        assert pod.sandbox.root != Path("/"), f"{pod.name} ran on this machine's root, not its image's"
+    for pod in pods.predictors:
+        site = pod.sandbox.root / "opt/venv/lib/python3.11/site-packages"
+        assert site.is_dir() and not (site / "torch").exists() and not (site / "transformers").exists()
+        assert pod.env["MODEL_INIT_MODE"] == "async" and MODELS_MOUNT not in pod.sandbox.mounts
+        assert pod.sandbox.uid == UID_MODELCAR  # KServe runs kserve-container as the modelcar's uid
+    assert len(pods.sidecars) == len(pods.predictors)
+    for sidecar in pods.sidecars:
+        assert sidecar.process.alive and sidecar.sandbox.uid == UID_MODELCAR
+
+
+def test_the_modelcar_rewrite_follows_kserve():
+    spec = {"containers": [{"name": "kserve-container", "image": "p", "env": [{"name": "STORAGE_URI",
+                                                                               "value": "oci://r/m:t"}]}]}
+    pod, sidecar, init = kserve_modelcar(spec, "oci://r/m:t")
+    [main] = pod["containers"]
+    assert {"name": "MODEL_INIT_MODE", "value": "async"} in main["env"]
+    assert main["volumeMounts"] == sidecar["volumeMounts"] == [
+        {"name": "kserve-provision-location", "mountPath": "/mnt", "readOnly": False}]
+    assert pod["shareProcessNamespace"] is True and pod["volumes"] == [{"name": "kserve-provision-location",
+                                                                        "emptyDir": {}}]
+    assert sidecar["image"] == init["image"] == "r/m:t" and "command" not in sidecar
+    assert expand(sidecar["args"][2], {}) == "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"
+    assert main["securityContext"]["runAsUser"] == sidecar["securityContext"]["runAsUser"] == 1010
+    assert spec["containers"][0]["env"] == [{"name": "STORAGE_URI", "value": "oci://r/m:t"}]  # not mutated
+
+
+def test_fingerprint_ignores_the_storage_initializers_download_metadata(model_dir, tmp_path):
+    """hf:// (components/hf-download): two pods' downloads differ in metadata timestamps only."""
+    stamps = [fake_hf_download(model_dir, tmp_path / f"models-{i}", stamp)
+              for i, stamp in enumerate((1764000000.25, 1764086400.75))]
+    metadata = [(d / ".cache/huggingface/download/config.json.metadata").read_text() for d in stamps]
+    assert metadata[0] != metadata[1]
+    assert fingerprint(stamps[0]) == fingerprint(stamps[1]) == fingerprint(model_dir)
 
 
 def test_predictor_threads_follow_its_cpu_limit(pods):
@@ -119,10 +158,10 @@ def test_pods_stay_up_and_write_only_to_declared_volumes(pods):
         if "livenessProbe" in pod.container:
             assert pod.probe("livenessProbe"), f"{pod.name}: liveness probe fails"
         assert pod.write_errors() == [], f"{pod.name} tried to write outside its volumes"
-    # The predictor's writes (its ONNX export) went to its declared volume.
+    # The modelcar ships the export: a predictor pod exports nothing at start-up.
     for pod in pods.predictors:
-        written = [p for volume in pod.volumes.values() for p in volume.rglob("*.onnx")]
-        assert written, f"{pod.name}: no ONNX export in its volumes {list(pod.volumes)}"
+        written = [p for volume in pod.volumes.values() for p in volume.rglob("*.onnx") if "models" not in p.parts]
+        assert not written, f"{pod.name}: exported {written} although the model ships its export"
 
 
 def test_pods_fit_their_memory_limits_and_volume_size_limits(pods):
@@ -154,8 +193,8 @@ def test_sandboxes_are_non_root_with_a_read_only_root(pods):
         script = "id -u; " + "".join(f"touch {path}/rehearsal-probe 2>&1; " for path in read_only) + "".join(
             f"touch {path}/rehearsal-probe && echo wrote {path}; " for path in pod.volumes)
         out = subprocess.run(pod.sandbox.wrap(["sh", "-c", script]), capture_output=True, text=True, timeout=30).stdout
-        uid = pod.container.get("securityContext", {}).get("runAsUser", pod.sandbox.uid)
-        assert out.splitlines()[0] == str(uid) != "0"
+        uid = pod.container.get("securityContext", {}).get("runAsUser", pod.sandbox.uid)  # KServe's, if it set one
+        assert out.splitlines()[0] == str(uid) == str(pod.sandbox.uid) != "0"
         assert out.count("Read-only file system") == len(read_only), out
         assert all(f"wrote {path}" in out for path in pod.volumes), out
 
