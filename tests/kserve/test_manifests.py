@@ -30,6 +30,7 @@ CRD_SCHEMAS = {
     ("networking.istio.io/v1", "VirtualService"): "virtualservice_v1.json",
     ("security.istio.io/v1", "AuthorizationPolicy"): "authorizationpolicy_v1.json",
     ("security.istio.io/v1", "PeerAuthentication"): "peerauthentication_v1.json",
+    ("security.istio.io/v1", "RequestAuthentication"): "requestauthentication_v1.json",
 }
 
 
