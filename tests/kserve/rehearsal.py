@@ -22,6 +22,11 @@ The rules encoded here, and their sources:
 - `STORAGE_URI` on the predictor's kserve-container makes KServe's storage initializer download the
   model into /mnt/models, mounted read-only unless the storage-readonly annotation says otherwise
   (pkg/webhook/admission/pod/storage_initializer_injector.go, GetStorageInitializerReadOnlyFlag).
+  A predictor that names a ServingRuntime (`predictor.model`) is the runtime's container merged with
+  the InferenceService's, and its storage is injected the same way, an `oci://` model as a modelcar
+  whose /models the kserve-container reaches through a symlink at /mnt/models (tests/kserve/
+  kserve_merge.py, with sources). The modelcar sidecar itself is not rehearsed: its model directory
+  is mounted read-only where the symlink points.
   hf:// URIs go through huggingface_hub `snapshot_download(repo_id, revision, local_dir=...)`
   (python/storage/kserve_storage/kserve_storage.py, Storage._download_hf), which also writes
   `.cache/huggingface/download/<file>.metadata` holding the commit, the etag and a timestamp
@@ -53,9 +58,12 @@ from pathlib import Path
 import httpx
 
 from harness.processes import REPO, ServerProcess, free_port, wait_until
+from tests.kserve.kserve_merge import CONTAINER, MODELS, PROVISION_VOLUME, component_pod_spec, storage_uri, with_storage
 
 BWRAP = shutil.which("bwrap")
-MODELS_MOUNT = "/mnt/models"
+MODELS_MOUNT = MODELS
+MODELCAR_ROOT = "/rehearsal/modelcar"
+"""Where the rehearsal mounts a modelcar's image (the sidecar's /proc/<pid>/root in a cluster)."""
 KSERVE_HTTP_PORT = "8080"  # constants.InferenceServiceDefaultHttpPort
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WRITE_ERRORS = ("Read-only file system", "Permission denied", "[Errno 30]", "[Errno 13]")
@@ -364,9 +372,14 @@ class Rehearsal:
         namespace = isvc["metadata"]["namespace"]
         hook = (lambda args: kserve_transformer_args(args, isvc, spec)) if component == "transformer" else \
             (lambda args: args)
-        pod = self._start(f"{isvc_name}-{component}{replica}", spec, namespace, hook, models)
+        pod_spec = component_pod_spec(self.docs, isvc, component)
+        if component == "predictor":
+            pod_spec = with_storage(pod_spec, storage_uri(isvc, pod_spec))
+        # The kserve-container only: a modelcar sidecar is stood in for by `models` (see _start).
+        pod_spec = {**pod_spec, "containers": [c for c in pod_spec["containers"] if c["name"] == CONTAINER]}
+        pod = self._start(f"{isvc_name}-{component}{replica}", pod_spec, namespace, hook, models)
         # Knative's Service for the component answers on port 80 and forwards to the container's port.
-        http = spec["containers"][0].get("ports", [{"containerPort": 8080}])[0]["containerPort"]
+        http = pod_spec["containers"][0].get("ports", [{"containerPort": 8080}])[0]["containerPort"]
         self.addresses.setdefault((f"{isvc_name}-{component}", namespace, 80), pod.port(http))
         return pod
 
@@ -436,16 +449,22 @@ class Rehearsal:
         for mount in container.get("volumeMounts", []):
             volume = declared[mount["name"]]
             assert "emptyDir" in volume, f"{name}: volume {mount['name']} is not an emptyDir (not rehearsed)"
+            if mount["name"] == PROVISION_VOLUME:
+                assert models is not None, f"{name}: KServe provisions a model here; pass the downloaded model"
+                if mount["mountPath"] == MODELS_MOUNT:  # the storage initializer's download
+                    mounts[MODELS_MOUNT] = (models, True)
+                    continue
+                # A modelcar: /mnt/models links into the sidecar's root filesystem, here `models`.
+                mounts[MODELCAR_ROOT + "/models"] = (models, True)
             path = root / "volumes" / mount["name"]
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o777)  # as the kubelet makes an emptyDir
+            if mount["name"] == PROVISION_VOLUME:
+                (path / "models").symlink_to(MODELCAR_ROOT + "/models")
             mounts[mount["mountPath"]] = (path, bool(mount.get("readOnly")))
             volumes[mount["mountPath"]] = path
             if volume["emptyDir"].get("sizeLimit"):
                 size_limits[mount["mountPath"]] = volume["emptyDir"]["sizeLimit"]
-        if "STORAGE_URI" in env:
-            assert models is not None, f"{name}: STORAGE_URI is set; pass the downloaded model"
-            mounts[MODELS_MOUNT] = (models, True)
         mounts.update({path: (source, True) for path, source in image.files.items()})
         # The container's own cgroup (v2, cgroup namespace) as the kubelet sets it from the CPU limit.
         cgroup = root / "cgroup"

@@ -27,6 +27,7 @@ CORE_KINDS = {"Namespace", "Secret", "Service", "ServiceAccount", "Deployment", 
               "PodDisruptionBudget"}
 CRD_SCHEMAS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice_v1beta1.json",
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): "servingruntime_v1alpha1.json",
     ("networking.istio.io/v1", "VirtualService"): "virtualservice_v1.json",
     ("security.istio.io/v1", "AuthorizationPolicy"): "authorizationpolicy_v1.json",
     ("security.istio.io/v1", "PeerAuthentication"): "peerauthentication_v1.json",
