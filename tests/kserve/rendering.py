@@ -49,9 +49,10 @@ COMPONENT_KNOBS = {
 }
 
 
-def write_overlay(directory: Path, overlay: str, components: list[str], namespace: str) -> Path:
+def write_overlay(directory: Path, overlay: str, components: list[str], namespace: str,
+                  kserve: Path = KSERVE) -> Path:
     """An overlay of the operator's own, outside the repository: `overlay` plus `components`, with
-    the knobs those components need (COMPONENT_KNOBS).
+    the knobs those components need (COMPONENT_KNOBS), on the tree `kserve` (a copy, to change knobs).
 
     Kustomize refuses absolute paths to other kustomizations, so they are written relative.
     """
@@ -59,8 +60,8 @@ def write_overlay(directory: Path, overlay: str, components: list[str], namespac
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [os.path.relpath(KSERVE / "overlays" / overlay, directory)],
-        "components": [os.path.relpath(KSERVE / "components" / c, directory) for c in components],
+        "resources": [os.path.relpath(kserve / "overlays" / overlay, directory)],
+        "components": [os.path.relpath(kserve / "components" / c, directory) for c in components],
         "namespace": namespace,
     }
     knobs = [COMPONENT_KNOBS[c] for c in components if c in COMPONENT_KNOBS]
@@ -82,8 +83,15 @@ def rendered_setup(setup: str) -> tuple[dict, ...]:
     if not components:
         return rendered(overlay)
     with tempfile.TemporaryDirectory() as tmp:
-        return tuple(render(write_overlay(Path(tmp) / setup.replace("+", "-"), overlay, components,
-                                          f"sentiment-{overlay}")))
+        return tuple(render_setup(setup, Path(tmp)))
+
+
+def render_setup(setup: str, work: Path, kserve: Path = KSERVE) -> list[dict]:
+    """`setup` rendered from the tree `kserve`, its operator's overlay written under `work`."""
+    overlay, *components = setup.split("+")
+    if not components:
+        return render(kserve / "overlays" / overlay)
+    return render(write_overlay(work / setup.replace("+", "-"), overlay, components, f"sentiment-{overlay}", kserve))
 
 
 def find(docs, kind: str, name: str) -> dict:
