@@ -5,7 +5,8 @@ Callers and their identities under mTLS: public clients come through the ingress
 knative-local-gateway (the gateway namespace's identity) and, when Knative puts it in the path,
 Knative's activator (knative-serving/sa/activator), which forwards the client's headers; the
 activator probes each pod at /healthz (knative/serving pkg/activator/net/revision_backends.go,
-nethttp.HealthCheckPath); the autoscaler (knative-serving/sa/controller, config/core/deployments/
+nethttp.HealthCheckPath), as net-istio's ingress readiness probes do (knative.dev/networking
+pkg/status/status.go); the autoscaler (knative-serving/sa/controller, config/core/deployments/
 autoscaler.yaml) scrapes the queue-proxy at :9090/metrics (pkg/autoscaler/metrics/stats_scraper.go);
 requests reach the queue-proxy on 8012 (http1) or 8013 (h2c) (pkg/networking/constants.go); the
 transformer calls the predictor with no token, directly or through the activator.
