@@ -175,14 +175,14 @@ class PredictorProcess(ModelServerProcess):
     """`python -m predictor` on free HTTP and gRPC ports."""
 
     def __init__(self, model_dir: Path = MODEL_DIR, extra: list[str] | None = None, model_name: str = "sentiment",
-                 http_port: int | None = None, grpc_port: int | None = None):
+                 http_port: int | None = None, grpc_port: int | None = None, env: dict[str, str] | None = None):
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.model_name = model_name
         args = [sys.executable, "-m", "predictor", "--model_name", model_name, "--model_dir", str(model_dir),
                 "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
                 "--enable_latency_logging", "false", *(extra or [])]
-        super().__init__(f"predictor-{self.http_port}", args)
+        super().__init__(f"predictor-{self.http_port}", args, env)
 
     def start(self, wait: bool = True) -> PredictorProcess:
         super().start()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import redis
 
-from predictor.classifier import fingerprint
+from predictor.model_dir import fingerprint
 from tests.kserve.rehearsal import (
     MODELS_MOUNT,
     Rehearsal,
