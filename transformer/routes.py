@@ -89,7 +89,6 @@ class JsonRoutes:
 
 def install_routes(app: Any, model_name: str) -> None:
     """`GET /health`, `GET /docs` and the fast routes' entries in `/openapi.json` on KServe's app."""
-
     @app.get("/health", response_model=HealthResponse, tags=["original app"])
     async def health() -> dict[str, str]:
         """Liveness, as the original app answered it; Redis and the predictor need not be up."""
