@@ -50,7 +50,9 @@ def test_the_predictor_is_a_model_of_the_runtime(overlay):
     model = predictor["model"]
     assert set(model) == {"modelFormat", "runtime", "storageUri", "protocolVersion", "resources"}
     assert model["storageUri"] == PRODUCTION_MODEL
-    assert model["protocolVersion"] == "v2"
+    # The protocol KServe wires the predictor for is the one the transformer speaks to it.
+    transformer_args = svc["spec"]["transformer"]["containers"][0]["args"]
+    assert f"--predictor_protocol={model['protocolVersion']}" in transformer_args
     # Triton's runtime auto-selects `onnx` (and KServe's others claim their framework names).
     assert model["modelFormat"]["name"] not in {"onnx", "pytorch", "huggingface", "triton", "tensorflow"}
     runtime = find(rendered_setup(f"{overlay}+runtime"), "ServingRuntime", model["runtime"])
