@@ -51,9 +51,11 @@ class ServerProcess:
     It inherits this process' environment plus `env`, or only `env` with `inherit_env=False`.
     """
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None, inherit_env: bool = True):
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None, inherit_env: bool = True,
+                 pass_fds: tuple[int, ...] = ()):
         self.name = name
         self.args = args
+        self.pass_fds = pass_fds
         self.env = {**(os.environ if inherit_env else {}), **(env or {})}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -62,7 +64,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, pass_fds=self.pass_fds)
         log.close()
         return self
 

@@ -23,6 +23,9 @@ Sources (knative/serving unless noted):
   profiling/server.go ProfilingPort 8008 (@6b4859f3cfe67248b39669d375e899bed46c3e09 has it as
   a string; refusing it is the conservative reading).
 
+A predictor that names a ServingRuntime (`predictor.model`) is checked as KServe merges it with
+the runtime (tests/kserve/kserve_merge.py).
+
 The table lists JSON field names per Kubernetes struct: a string names the struct of an object
 field, a one-element list the struct of each list item, None a value that is not recursed
 (scalars, and structs Knative copies whole).
@@ -32,6 +35,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+
+from tests.kserve.kserve_merge import component_pod_spec
 
 LEAF = None
 
@@ -123,17 +128,6 @@ RESERVED_MOUNT_PATHS = frozenset({"/", "/dev", "/dev/log"})
 PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
 MAX_ID = 2**31 - 1
 
-# InferenceService component fields KServe consumes itself; the rest of a component is the pod
-# spec it hands to Knative (kserve/kserve pkg/apis/serving/v1beta1/component.go
-# @0217bdabaaa250485b336805da1aed04960dc758, ComponentExtensionSpec; storageUris and the
-# predictor's model-format fields are read by KServe, not copied into the pod spec).
-KSERVE_COMPONENT_FIELDS = frozenset({
-    "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType", "autoScaling",
-    "containerConcurrency", "timeout", "canaryTrafficPercent", "logger", "batcher", "labels",
-    "annotations", "deploymentStrategy", "storageUris", "storageContainerName", "workerSpec",
-    "model", "sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx", "pmml", "lightgbm",
-    "paddle", "huggingface",
-})
 COMPONENTS = ("predictor", "transformer", "explainer")
 
 
@@ -144,8 +138,7 @@ def knative_pod_specs(docs) -> Iterator[tuple[str, dict]]:
             continue
         for component in COMPONENTS:
             if component in doc["spec"]:
-                spec = {k: v for k, v in doc["spec"][component].items() if k not in KSERVE_COMPONENT_FIELDS}
-                yield f"{doc['metadata']['name']}/{component}", spec
+                yield f"{doc['metadata']['name']}/{component}", component_pod_spec(docs, doc, component)
 
 
 def violations(pod_spec: dict) -> list[str]:

@@ -22,6 +22,11 @@ The rules encoded here, and their sources:
 - `STORAGE_URI` on the predictor's kserve-container makes KServe's storage initializer download the
   model into /mnt/models, mounted read-only unless the storage-readonly annotation says otherwise
   (pkg/webhook/admission/pod/storage_initializer_injector.go, GetStorageInitializerReadOnlyFlag).
+  A predictor that names a ServingRuntime (`predictor.model`) is the runtime's container merged with
+  the InferenceService's, and its storage is injected the same way, an `oci://` model as a modelcar
+  whose /models the kserve-container reaches through a symlink at /mnt/models (tests/kserve/
+  kserve_merge.py, with sources). The modelcar sidecar itself is not rehearsed: its model directory
+  is mounted read-only where the symlink points.
   hf:// URIs go through huggingface_hub `snapshot_download(repo_id, revision, local_dir=...)`
   (python/storage/kserve_storage/kserve_storage.py, Storage._download_hf), which also writes
   `.cache/huggingface/download/<file>.metadata` holding the commit, the etag and a timestamp
@@ -46,6 +51,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -55,9 +61,20 @@ import httpx
 
 from harness import images
 from harness.processes import REPO, ServerProcess, free_port, wait_until
+from tests.kserve.kserve_merge import (
+    CONTAINER,
+    MODELCAR,
+    MODELS,
+    PROVISION_VOLUME,
+    component_pod_spec,
+    storage_uri,
+    with_storage,
+)
 
 BWRAP = shutil.which("bwrap")
-MODELS_MOUNT = "/mnt/models"
+MODELS_MOUNT = MODELS
+MODELCAR_ROOT = "/rehearsal/modelcar"
+"""Where the rehearsal mounts a modelcar's image (the sidecar's /proc/<pid>/root in a cluster)."""
 KSERVE_HTTP_PORT = "8080"  # constants.InferenceServiceDefaultHttpPort
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WRITE_ERRORS = ("Read-only file system", "Permission denied", "[Errno 30]", "[Errno 13]")
@@ -121,43 +138,6 @@ def fake_hf_download(model: Path, dest: Path, timestamp: float, commit: str = "3
             name = path.relative_to(dest)
             (meta / "download" / f"{name}.metadata").write_text(f"{commit}\n{name}-etag\n{timestamp}\n")
     return dest
-
-
-UID_MODELCAR = 1010
-"""`uidModelcar` of KServe's default storageInitializer config (config/configmap/inferenceservice.yaml)."""
-MODELCAR_VOLUME = "kserve-provision-location"  # constants.StorageInitializerVolumeName
-
-
-def kserve_modelcar(spec: dict, uri: str, uid: int | None = UID_MODELCAR) -> tuple[dict, dict, dict]:
-    """What KServe's pod mutator makes of a predictor pod whose STORAGE_URI is `oci://` (kserve/kserve
-    pkg/utils/storage.go @aaac4e2, ConfigureModelcarToContainer, CreateModelcarContainer,
-    CreateModelcarInitContainer): the pod spec, the modelcar sidecar and its init container.
-
-    kserve-container gets MODEL_INIT_MODE=async, an emptyDir at /mnt (the parent of /mnt/models) and,
-    with uidModelcar set, that uid; the sidecar, from the URI's image, gets the same emptyDir and uid
-    and the args `sh -c "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"` (no command);
-    the init container checks that the image's /models is not empty. The pod shares one process
-    namespace, so kserve-container reaches the sidecar's root filesystem through /proc.
-    """
-    spec = json.loads(json.dumps(spec))
-    [main] = [c for c in spec["containers"] if c["name"] == "kserve-container"]
-    main.setdefault("env", []).append({"name": "MODEL_INIT_MODE", "value": "async"})
-    main.setdefault("volumeMounts", []).append({"name": MODELCAR_VOLUME, "mountPath": "/mnt", "readOnly": False})
-    spec.setdefault("volumes", []).append({"name": MODELCAR_VOLUME, "emptyDir": {}})
-    if uid is not None:
-        main.setdefault("securityContext", {})["runAsUser"] = uid
-    image = uri.removeprefix("oci://")
-    sidecar = {"name": "modelcar", "image": image,
-               "volumeMounts": [{"name": MODELCAR_VOLUME, "mountPath": "/mnt", "readOnly": False}],
-               "args": ["sh", "-c", "ln -sf /proc/$$$$/root/models /mnt/models && sleep infinity"],
-               **({"securityContext": {"runAsUser": uid}} if uid is not None else {})}
-    init = {"name": "modelcar-init", "image": image,
-            "args": ["sh", "-c", "echo 'Pre-fetching modelcar " + image + ": ' && [ -d /models ] && "
-                     "[ \"$$(ls -A /models)\" ] && echo 'OK ... Prefetched and valid (/models exists)' || "
-                     "(echo 'NOK ... Prefetched but modelcar is invalid (/models does not exist or is empty)' "
-                     "&& exit 1)"]}
-    spec["shareProcessNamespace"] = True
-    return spec, sidecar, init
 
 
 @dataclass(frozen=True)
@@ -298,9 +278,17 @@ class Sandbox:
     """mount path -> (directory on this machine, read-only)."""
     root: Path = Path("/")
     """The root filesystem, mounted read-only: a built image's, or this machine's."""
+    userns_fd: int | None = None
+    """A user namespace to join (another container of the same pod's) instead of a new one."""
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        """What a process running `wrap(...)` must inherit."""
+        return () if self.userns_fd is None else (self.userns_fd,)
 
     def wrap(self, argv: list[str]) -> list[str]:
-        args = [BWRAP, "--die-with-parent", "--unshare-user", "--uid", str(self.uid), "--gid", str(self.gid),
+        userns = ["--userns", str(self.userns_fd)] if self.userns_fd is not None else ["--unshare-user"]
+        args = [BWRAP, "--die-with-parent", *userns, "--uid", str(self.uid), "--gid", str(self.gid),
                 "--unshare-ipc", "--unshare-uts", "--hostname", self.hostname, "--cap-drop", "ALL", "--tmpfs", "/"]
         # The root is this machine's, read-only, entry by entry, so that mount points the host lacks
         # (/data, /mnt/models) can be made: a top-level directory holding one starts empty instead.
@@ -361,7 +349,8 @@ class Pod:
             with socket.create_connection(("127.0.0.1", self.port(probe["tcpSocket"]["port"])), timeout=2):
                 return True
         command = self.sandbox.wrap(probe["exec"]["command"])
-        return subprocess.run(command, env=self.env, capture_output=True, timeout=10).returncode == 0
+        return subprocess.run(command, env=self.env, capture_output=True, timeout=10,
+                              pass_fds=self.sandbox.pass_fds).returncode == 0
 
     def wait_ready(self, timeout: float) -> Pod:
         for kind in ("startupProbe", "readinessProbe"):
@@ -381,6 +370,22 @@ class Pod:
             except (OSError, IndexError, ValueError):
                 continue  # gone meanwhile
         return found
+
+    def user_namespace(self) -> tuple[int, int]:
+        """An open descriptor of the user namespace the pod's processes run in, and the uid it maps."""
+        ours = os.stat("/proc/self/ns/user").st_ino
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for proc in Path("/proc").iterdir():
+                try:
+                    if proc.name.isdigit() and os.getpgid(int(proc.name)) == self.process.proc.pid and \
+                            (proc / "ns/user").stat().st_ino != ours:
+                        self._userns_fd = os.open(proc / "ns/user", os.O_RDONLY)
+                        return self._userns_fd, self.sandbox.uid
+                except OSError:
+                    continue  # gone meanwhile
+            time.sleep(0.02)
+        raise AssertionError(f"{self.name}: no process in a user namespace of its own")
 
     def command_lines(self) -> list[list[str]]:
         """The argv of every process running in the pod."""
@@ -433,20 +438,31 @@ class Rehearsal:
         namespace = isvc["metadata"]["namespace"]
         hook = (lambda args: kserve_transformer_args(args, isvc, spec)) if component == "transformer" else \
             (lambda args: args)
+        pod_spec = component_pod_spec(self.docs, isvc, component)
+        if component == "predictor":
+            pod_spec = with_storage(pod_spec, storage_uri(isvc, pod_spec))
         name = f"{isvc_name}-{component}{replica}"
-        uri = next((e.get("value", "") for e in spec["containers"][0].get("env", []) if e["name"] == "STORAGE_URI"), "")
-        if uri.startswith("oci://"):
-            spec, sidecar, init = kserve_modelcar(spec, uri)
-            modelcar = self._built(sidecar["image"])
-            if modelcar is not None:  # KServe's modelcar, for real: the init check, then the sidecar
-                checked = self._run_once(f"{name}-modelcar-init", init, modelcar)
-                assert checked.returncode == 0, f"{name}: modelcar-init failed: {checked.stdout}{checked.stderr}"
-                self.sidecars.append(self._start(name, spec, namespace, lambda args: args, container=sidecar,
-                                                 image=modelcar, process=f"{name}-modelcar"))
-                models = None
-        pod = self._start(name, spec, namespace, hook, models)
+        sidecar = next((c for c in pod_spec["containers"] if c["name"] == MODELCAR), None)
+        modelcar = self._built(sidecar["image"]) if sidecar else None
+        if modelcar is not None:  # KServe's modelcar, for real: its init check, then the sidecar
+            [init] = [c for c in pod_spec["initContainers"] if c["name"] == f"{MODELCAR}-init"]
+            checked = self._run_once(f"{name}-{MODELCAR}-init", init, modelcar)
+            assert checked.returncode == 0, f"{name}: {MODELCAR}-init failed: {checked.stdout}{checked.stderr}"
+            car = self._start(name, pod_spec, namespace, lambda args: args, container=sidecar, image=modelcar,
+                              process=f"{name}-{MODELCAR}")
+            self.sidecars.append(car)
+            models = None
+            # The containers of a pod share one user namespace, so kserve-container may follow the sidecar's
+            # /proc/<pid>/root (the kernel's ptrace access rule); here each sandbox has its own, so it joins
+            # the sidecar's. That namespace maps the sidecar's uid and group alone: kserve-container runs
+            # as that uid (as KServe sets it) and, unlike the cluster, as that group too.
+            userns = car.user_namespace()
+        else:  # `models` stands in for the modelcar's root filesystem (see _start)
+            userns = None
+        pod_spec = {**pod_spec, "containers": [c for c in pod_spec["containers"] if c["name"] == CONTAINER]}
+        pod = self._start(name, pod_spec, namespace, hook, models, userns=userns)
         # Knative's Service for the component answers on port 80 and forwards to the container's port.
-        http = spec["containers"][0].get("ports", [{"containerPort": 8080}])[0]["containerPort"]
+        http = pod_spec["containers"][0].get("ports", [{"containerPort": 8080}])[0]["containerPort"]
         self.addresses.setdefault((f"{isvc_name}-{component}", namespace, 80), pod.port(http))
         return pod
 
@@ -501,14 +517,14 @@ class Rehearsal:
 
     def _start(self, name: str, spec: dict, namespace: str, kserve_args: Callable[[list[str]], list[str]],
                models: Path | None = None, container: dict | None = None, image: Image | None = None,
-               process: str | None = None) -> Pod:
+               process: str | None = None, userns: tuple[int, int] | None = None) -> Pod:
         """Start one container of pod `name` (its only one, or `container`); containers of one pod share
         its volumes' directories."""
         if container is None:
             [container] = spec["containers"]
         image = image or self._built(container["image"]) or image_for(container["image"])
         security = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
-        if container["name"] != "modelcar":  # KServe's own sidecar sets no securityContext but its uid
+        if container["name"] != MODELCAR:  # KServe's own sidecar sets no securityContext but its uid
             assert security.get("readOnlyRootFilesystem"), f"{name}: readOnlyRootFilesystem is not set"
         uid = security.get("runAsUser", image.user)
         assert uid is not None and (uid != 0 or not security.get("runAsNonRoot")), \
@@ -533,18 +549,24 @@ class Rehearsal:
         for mount in container.get("volumeMounts", []):
             volume = declared[mount["name"]]
             assert "emptyDir" in volume, f"{name}: volume {mount['name']} is not an emptyDir (not rehearsed)"
+            stand_in = mount["name"] == PROVISION_VOLUME and container["name"] == CONTAINER and models is not None
+            if mount["name"] == PROVISION_VOLUME and container["name"] == CONTAINER and models is None:
+                assert "MODEL_INIT_MODE" in env, f"{name}: KServe provisions a model here; pass the downloaded model"
+            if stand_in:
+                if mount["mountPath"] == MODELS_MOUNT:  # the storage initializer's download
+                    mounts[MODELS_MOUNT] = (models, True)
+                    continue
+                # A modelcar not built here: /mnt/models links into the sidecar's root filesystem, here `models`.
+                mounts[MODELCAR_ROOT + "/models"] = (models, True)
             path = root / "volumes" / mount["name"]  # shared by the pod's containers
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o777)  # as the kubelet makes an emptyDir
+            if stand_in:
+                (path / "models").symlink_to(MODELCAR_ROOT + "/models")
             mounts[mount["mountPath"]] = (path, bool(mount.get("readOnly")))
             volumes[mount["mountPath"]] = path
             if volume["emptyDir"].get("sizeLimit"):
                 size_limits[mount["mountPath"]] = volume["emptyDir"]["sizeLimit"]
-        if models is not None:  # the storage initializer's download, or the modelcar's /models
-            mounts[MODELS_MOUNT] = (models, True)
-        else:
-            assert "STORAGE_URI" not in env or container["name"] == "modelcar" or "MODEL_INIT_MODE" in env, \
-                f"{name}: STORAGE_URI is set; pass the downloaded model"
         mounts.update({path: (source, True) for path, source in image.files.items()})
         # The container's own cgroup (v2, cgroup namespace) as the kubelet sets it from the CPU limit.
         cgroup = root / "cgroup" / container["name"]
@@ -560,11 +582,15 @@ class Rehearsal:
                 (bin_dir / tool).write_text(script)
                 (bin_dir / tool).chmod(0o755)
             mounts["/rehearsal/bin"] = (bin_dir, True)
-        sandbox = Sandbox(name, uid, security.get("runAsGroup", uid), image.workdir, mounts, image.root)
-        process = ServerProcess(process or name, sandbox.wrap(argv), env, inherit_env=False).start()
+        gid = security.get("runAsGroup", uid)
+        if userns is not None:
+            uid = gid = userns[1]
+        sandbox = Sandbox(name, uid, gid, image.workdir, mounts, image.root, userns[0] if userns else None)
+        process = ServerProcess(process or name, sandbox.wrap(argv), env, inherit_env=False,
+                                pass_fds=sandbox.pass_fds).start()
         secrets = {var["name"]: env[var["name"]] for var in container.get("env", [])
                    if "secretKeyRef" in var.get("valueFrom", {})}
         pod = Pod(name, container, argv, env, ports, volumes, sandbox, process, secrets, size_limits)
-        if container["name"] != "modelcar":
+        if container["name"] != MODELCAR:
             self.pods.append(pod)
         return pod

@@ -8,10 +8,11 @@ import copy
 import pytest
 
 from tests.kserve.knative_admission import annotation_violations, go_duration_s, knative_pod_specs, violations
-from tests.kserve.rendering import OVERLAYS, rendered, rendered_prod_with_grpc, rendered_with
+from tests.kserve.rendering import OVERLAYS, rendered_setup
 
-SETUPS = {**{overlay: (lambda o=overlay: rendered(o)) for overlay in OVERLAYS}, "prod+grpc": rendered_prod_with_grpc,
-          "prod+hf-download": lambda: rendered_with("prod", "hf-download")}
+SETUPS = {setup: (lambda s=setup: rendered_setup(s))
+          for setup in [*OVERLAYS, "prod+grpc", "dev+runtime", "prod+runtime", "prod+runtime+grpc+jwt",
+                        "prod+hf-download"]}
 
 
 def pod_specs(setup: str) -> dict[str, dict]:
@@ -24,7 +25,7 @@ def test_every_pod_spec_kserve_hands_to_knative_is_admitted(setup):
     for name, spec in specs.items():
         assert violations(spec) == [], name
     expected = {"sentiment/predictor", "sentiment/transformer"}
-    if setup == "prod+grpc":
+    if "+grpc" in setup:
         expected.add("sentiment-grpc/predictor")
     assert set(specs) == expected
 

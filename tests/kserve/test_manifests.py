@@ -29,7 +29,7 @@ from tests.kserve.rendering import (
     render,
     rendered,
     rendered_prod_with_grpc,
-    rendered_with,
+    rendered_setup,
 )
 
 KUBERNETES_VERSION = "1.30"
@@ -37,9 +37,11 @@ CORE_KINDS = {"Namespace", "Secret", "Service", "ServiceAccount", "Deployment", 
               "PodDisruptionBudget"}
 CRD_SCHEMAS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice_v1beta1.json",
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): "servingruntime_v1alpha1.json",
     ("networking.istio.io/v1", "VirtualService"): "virtualservice_v1.json",
     ("security.istio.io/v1", "AuthorizationPolicy"): "authorizationpolicy_v1.json",
     ("security.istio.io/v1", "PeerAuthentication"): "peerauthentication_v1.json",
+    ("security.istio.io/v1", "RequestAuthentication"): "requestauthentication_v1.json",
 }
 
 
@@ -405,7 +407,7 @@ def all_inference_services():
 
 def every_inference_service_and_hf_download():
     yield from all_inference_services()
-    for svc in (d for d in rendered_with("prod", "hf-download") if d["kind"] == "InferenceService"):
+    for svc in (d for d in rendered_setup("prod+hf-download") if d["kind"] == "InferenceService"):
         yield f"prod+hf-download:{svc['metadata']['name']}", svc
 
 
@@ -440,7 +442,7 @@ def test_the_production_modelcar_names_the_revision_the_hf_download_pins():
         return next(e["value"] for e in container(find(docs, "InferenceService", "sentiment")["spec"]["predictor"])[
             "env"] if e["name"] == "STORAGE_URI")
 
-    commit = uri(rendered_with("prod", "hf-download")).rsplit(":", 1)[1]
+    commit = uri(rendered_setup("prod+hf-download")).rsplit(":", 1)[1]
     assert uri(rendered("prod")).endswith(f"-{commit[:7]}")
 
 
@@ -597,7 +599,7 @@ def test_readme_states_the_cluster_prerequisites_and_the_opt_ins():
         assert path in section
         if path.startswith("kserve/"):
             assert (REPO / path / "kustomization.yaml").is_file()
-    hf_predictor = find(rendered_with("prod", "hf-download"), "InferenceService", "sentiment")["spec"]["predictor"]
+    hf_predictor = find(rendered_setup("prod+hf-download"), "InferenceService", "sentiment")["spec"]["predictor"]
     hf = next(e["value"] for e in container(hf_predictor)["env"] if e["name"] == "STORAGE_URI")
     assert f"--revision {hf.rsplit(':', 1)[1]}" in section
     # The modelcar path comes first.

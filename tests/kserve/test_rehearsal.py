@@ -18,15 +18,14 @@ import pytest
 import redis
 
 from predictor.model_dir import fingerprint
+from tests.kserve.kserve_merge import UID_MODELCAR, with_storage
 from tests.kserve.rehearsal import (
     MODELS_MOUNT,
-    UID_MODELCAR,
     Rehearsal,
     bwrap_problem,
     cpu_quantity,
     expand,
     fake_hf_download,
-    kserve_modelcar,
     kserve_transformer_args,
     quantity_bytes,
     rewrite_ports,
@@ -118,20 +117,15 @@ def test_the_images_built_here_are_the_ones_rehearsed(pods):
         assert sidecar.process.alive and sidecar.sandbox.uid == UID_MODELCAR
 
 
-def test_the_modelcar_rewrite_follows_kserve():
-    spec = {"containers": [{"name": "kserve-container", "image": "p", "env": [{"name": "STORAGE_URI",
-                                                                               "value": "oci://r/m:t"}]}]}
-    pod, sidecar, init = kserve_modelcar(spec, "oci://r/m:t")
-    [main] = pod["containers"]
-    assert {"name": "MODEL_INIT_MODE", "value": "async"} in main["env"]
-    assert main["volumeMounts"] == sidecar["volumeMounts"] == [
-        {"name": "kserve-provision-location", "mountPath": "/mnt", "readOnly": False}]
-    assert pod["shareProcessNamespace"] is True and pod["volumes"] == [{"name": "kserve-provision-location",
-                                                                        "emptyDir": {}}]
-    assert sidecar["image"] == init["image"] == "r/m:t" and "command" not in sidecar
+def test_the_modelcar_rewrite_runs_both_containers_as_kserves_uid():
+    spec = {"containers": [{"name": "kserve-container", "image": "p", "securityContext": {"runAsUser": 1000}}]}
+    pod = with_storage(spec, "oci://r/m:t")
+    main, sidecar = pod["containers"]
+    assert main["securityContext"]["runAsUser"] == sidecar["securityContext"]["runAsUser"] == UID_MODELCAR
     assert expand(sidecar["args"][2], {}) == "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"
-    assert main["securityContext"]["runAsUser"] == sidecar["securityContext"]["runAsUser"] == 1010
-    assert spec["containers"][0]["env"] == [{"name": "STORAGE_URI", "value": "oci://r/m:t"}]  # not mutated
+    [init] = pod["initContainers"]
+    assert "[ -d /models ]" in init["args"][2] and '"$(ls -A /models)"' in expand(init["args"][2], {})
+    assert spec["containers"][0]["securityContext"] == {"runAsUser": 1000}  # not mutated
 
 
 def test_fingerprint_ignores_the_storage_initializers_download_metadata(model_dir, tmp_path):
@@ -192,7 +186,8 @@ def test_sandboxes_are_non_root_with_a_read_only_root(pods):
         read_only = ["/", "/etc", *(path for path, (_, ro) in pod.sandbox.mounts.items() if ro)]
         script = "id -u; " + "".join(f"touch {path}/rehearsal-probe 2>&1; " for path in read_only) + "".join(
             f"touch {path}/rehearsal-probe && echo wrote {path}; " for path in pod.volumes)
-        out = subprocess.run(pod.sandbox.wrap(["sh", "-c", script]), capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(pod.sandbox.wrap(["sh", "-c", script]), capture_output=True, text=True, timeout=30,
+                             pass_fds=pod.sandbox.pass_fds).stdout
         uid = pod.container.get("securityContext", {}).get("runAsUser", pod.sandbox.uid)  # KServe's, if it set one
         assert out.splitlines()[0] == str(uid) == str(pod.sandbox.uid) != "0"
         assert out.count("Read-only file system") == len(read_only), out
