@@ -13,8 +13,8 @@ export SHARED_DIR MODEL_DIR
 serve: install
 	$(VENV)/bin/honcho -f Procfile start
 
-## test: run the whole test suite (unit, real-process integration, manifests, lint)
-test: install
+## test: run the whole test suite (unit, real-process integration, manifests, images' root filesystems, lint)
+test: install images
 	$(VENV)/bin/ruff check serving predictor transformer harness tests bench
 	$(PY) -m pytest
 
@@ -41,12 +41,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[predictor,torch,transformer,dev,bench]'
 	touch $@
 
+# chromium (and a font) for the offline /docs test in a real browser.
 system-deps:
 	@command -v redis-server >/dev/null && command -v openssl >/dev/null && command -v bwrap >/dev/null \
-	  && command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  && command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v chromium >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server openssl \
-	    bubblewrap prometheus; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    redis-server openssl bubblewrap prometheus chromium fonts-liberation; }
 
 # buildah builds without a Docker engine; podman imports a stand-in base and reports sizes; mmdebstrap
 # makes that stand-in when the base image cannot be pulled.

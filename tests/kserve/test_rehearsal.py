@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import redis
 
+from harness.sandbox import bwrap_problem
 from predictor.model_dir import fingerprint
 from tests.kserve.kserve_merge import UID_MODELCAR, with_storage
 from tests.kserve.rehearsal import (
     MODELS_MOUNT,
     Rehearsal,
-    bwrap_problem,
     cpu_quantity,
     expand,
     fake_hf_download,

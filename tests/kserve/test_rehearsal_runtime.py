@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from tests.kserve.rehearsal import MODELCAR_ROOT, MODELS_MOUNT, Rehearsal, bwrap_problem
+from harness.sandbox import bwrap_problem
+from tests.kserve.rehearsal import MODELCAR_ROOT, MODELS_MOUNT, Rehearsal
 from tests.kserve.rendering import rendered_setup
 
 pytestmark = pytest.mark.timeout(420)
