@@ -30,7 +30,7 @@ from tests.kserve.rehearsal import (
     quantity_bytes,
     rewrite_ports,
 )
-from tests.kserve.rendering import find, rendered
+from tests.kserve.rendering import find, rendered, rendered_setup
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -215,3 +215,31 @@ def test_port_flags_move_to_free_ports():
     args = rewrite_ports(["--http_port=8080", "--grpc_port", "8081", "--model_name=x", "--port", "x"], ports)
     assert args[0] == "--http_port=50001" and args[1:3] == ["--grpc_port", str(ports[8081])]
     assert args[3:] == ["--model_name=x", "--port", "x"] and ports[8081] != 8081
+
+
+@pytest.fixture(scope="module")
+def hf_predictor(tmp_path_factory, model_dir):
+    """components/hf-download's predictor pod: the torch image on the storage initializer's download."""
+    work = tmp_path_factory.mktemp("rehearsal-hf")
+    rehearsal = Rehearsal(list(rendered_setup("dev+hf-download")), work)
+    try:
+        pod = rehearsal.component("sentiment", "predictor",
+                                  models=fake_hf_download(model_dir, work / "download", 1764000000.25))
+        pod.wait_ready(COLD_START_S)
+        yield pod
+    finally:
+        rehearsal.stop()
+
+
+def test_the_hub_download_path_runs_the_torch_image_and_exports_into_its_volume(pods, hf_predictor):
+    assert hf_predictor.sandbox.root != Path("/"), "the torch image is not built (make images)"
+    site = hf_predictor.sandbox.root / "opt/venv/lib/python3.11/site-packages"
+    assert (site / "torch").is_dir() and (site / "transformers").is_dir()
+    downloaded, shipped = _predictor_answer(hf_predictor, TEXTS), _predictor_answer(pods.predictors[0], TEXTS)
+    # The same model and runtime, whether downloaded and exported here or shipped by the modelcar.
+    assert downloaded["model_version"] == shipped["model_version"]
+    for row, expected in zip(downloaded["predictions"], shipped["predictions"], strict=True):
+        np.testing.assert_allclose([r["score"] for r in row], [e["score"] for e in expected], atol=1e-4)
+    # It exported at start-up, into its declared /tmp volume, and wrote nowhere else.
+    assert [p for volume in hf_predictor.volumes.values() for p in volume.rglob("model.onnx")]
+    assert hf_predictor.write_errors() == []
