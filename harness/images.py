@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from harness.processes import MODEL_DIR, REPO
@@ -73,7 +74,9 @@ def _local_torch_wheel() -> bool:
     return any(TORCH_WHEELS.glob("torch-2.13.0+cpu-*.whl"))
 
 
+@cache
 def docker_engine() -> bool:
+    """Whether a Docker engine answers here (a `docker` client alone is not enough)."""
     docker = shutil.which("docker")
     return bool(docker) and subprocess.run([docker, "info"], capture_output=True, timeout=30).returncode == 0
 
@@ -136,13 +139,9 @@ def build(spec: ImageSpec) -> float:
 
 def size_bytes(ref: str) -> int:
     """The image's size as the image store reports it."""
-    if docker_engine():
-        out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", ref], capture_output=True,
-                             text=True, check=True).stdout
-        return int(out)
-    out = subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", ref], capture_output=True,
-                         text=True, check=True).stdout
-    return int(out)
+    cli = "docker" if docker_engine() else "podman"  # podman reads buildah's store
+    return int(subprocess.run([cli, "image", "inspect", "--format", "{{.Size}}", ref], capture_output=True,
+                              text=True, check=True).stdout)
 
 
 def config(ref: str) -> dict:
