@@ -1,59 +1,208 @@
-"""Predictor cold start: process start -> /v2/models/sentiment/ready (load + warm-up), per model
-and runtime. ONNX runtimes are measured as a new pod sees them: an empty export cache (the export
-runs at start-up), and with the export already cached or shipped as model.onnx.
+"""Cold start as a user meets it: exec -> first correct answer, for each image's root filesystem under
+bubblewrap (uid 1000, read-only root, /tmp and the model the only mounts), all in one run, alternating.
 
-    python -m bench.cold_start [--repeats 3]
+- predictor images (`sentiment-predictor`, torch-free; `sentiment-predictor-torch`) on MiniLM (the shared
+  model) and DistilBERT (its config and tokenizer, random weights: the production model's cost), each as
+  the modelcar ships it (`python -m predictor.export --out`): the first v1 answer must match the
+  probabilities computed here in-process from the same export;
+- the transformer image, started against a Redis that holds the sentence and a predictor address where
+  nothing listens (scaled to zero): its first /bulk-predict answer comes from the cache.
+
+Each predictor run also records where its start went, from its own log (Python imports, the model load
+and warm-up, the server start) and, once per image and model, what PYTHONPROFILEIMPORTTIME says the big
+imports cost.
+
+    python -m bench.cold_start [--repeats 3]      # after `make images`
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
 
-import psutil
+import httpx
+import numpy as np
 
-from bench.common import MINILM_DIR, distilbert_dir, table, write_result
-from harness.processes import PredictorProcess, http_ready
+from bench.common import CACHE, MINILM_DIR, distilbert_dir, table, write_result
+from harness import images
+from harness.processes import RedisServer, ServerProcess, free_port
+from harness.sandbox import Sandbox, built_image
+
+SENTENCE = "The acting was solid and the story kept me interested until the very end"
+PREDICTOR_IMAGES = {"torch-free": f"sentiment-predictor:{images.VERSION}",
+                    "torch": f"sentiment-predictor-torch:{images.VERSION}"}
+TRANSFORMER_IMAGE = f"sentiment-transformer:{images.VERSION}"
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
+PHASES = {"model_loaded_s": "predictor.model INFO [model.py:load():", "serving_s": "Uvicorn running on"}
 
 
-def measure(model_dir, runtime: str, cache_dir: str) -> tuple[float, float]:
-    proc = PredictorProcess(model_dir, extra=["--runtime", runtime, "--onnx_cache_dir", cache_dir])
-    start = time.monotonic()
-    proc.start(wait=False)
+def exported(name: str, source: Path) -> Path:
+    """The model as the modelcar holds it (cached between runs)."""
+    from predictor.export import export
+
+    out = CACHE / "exports" / name
+    if not (out / "sentiment-export.json").is_file():
+        export(source, out)
+    return out
+
+
+def expected_probs(model_dir: Path) -> np.ndarray:
+    from predictor.classifier import SentimentClassifier
+
+    return SentimentClassifier(model_dir, runtime="onnx", onnx_cache_dir=CACHE / "unused").predict([SENTENCE])[0]
+
+
+def start_in_image(stack: ExitStack, ref: str, args: list[str], mounts: dict[str, tuple[Path, bool]],
+                   env: dict[str, str] | None = None) -> tuple[ServerProcess, float, float]:
+    """The image's ENTRYPOINT with `args` (replacing CMD) in its own root filesystem; when it was exec'd
+    (wall clock, to compare with its log, and monotonic)."""
+    image = built_image(ref, stack)
+    if image is None:
+        raise SystemExit(f"image {ref} is not built: run `make images` first")
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    sandbox = Sandbox("cold-start", 1000, 1000, image.workdir, {"/tmp": (tmp, False), **mounts}, image.root)
+    process = ServerProcess(f"cold-{ref.split(':')[0]}", sandbox.wrap(image.entrypoint(args)),
+                            {**image.env, **(env or {})}, inherit_env=False)
+    started, start = time.time(), time.monotonic()
+    process.start()
+    stack.callback(process.stop)
+    return process, started, start
+
+
+def first_answer(url: str, body: dict, process: ServerProcess, timeout: float = 300) -> tuple[float, dict]:
+    """Poll until `url` answers 200; the monotonic time it did and the answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.alive:
+            raise RuntimeError(f"{process.name} exited:\n{process.log()[-3000:]}")
+        try:
+            response = httpx.post(url, json=body, timeout=5)
+            if response.status_code == 200:
+                return time.monotonic(), response.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.01)
+    raise TimeoutError(f"{process.name}: no answer within {timeout}s\n{process.log()[-3000:]}")
+
+
+def phases(log: str, started_wall: float) -> dict[str, float]:
+    """Seconds from exec to each start-up milestone, read from the process' own log lines."""
+    found = {}
+    for line in log.splitlines():
+        m = LOG_TIME.match(line)
+        for name, marker in PHASES.items():
+            if m and marker in line and name not in found:
+                found[name] = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp() - started_wall
+    return found
+
+
+def import_costs(log: str, modules=("kserve", "onnxruntime", "tokenizers", "numpy", "torch", "transformers")) -> dict:
+    """Cumulative import seconds of the top-level `modules` (PYTHONPROFILEIMPORTTIME lines)."""
+    costs = {}
+    for line in log.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            _, cumulative, name = (part.strip() for part in line.split("|"))
+            if name in modules:
+                costs[name] = max(costs.get(name, 0.0), int(cumulative) / 1e6)
+    return costs
+
+
+def predictor_once(ref: str, model_dir: Path, expected: np.ndarray, profile: bool = False) -> dict:
+    port = free_port()
+    with ExitStack() as stack:
+        env = {"PYTHONPROFILEIMPORTTIME": "1"} if profile else {}
+        process, started, start = start_in_image(stack, ref, ["--model_name=sentiment", "--model_dir=/mnt/models",
+                                                              f"--http_port={port}", f"--grpc_port={free_port()}"],
+                                                 {"/mnt/models": (model_dir, True)}, env)
+        answered, body = first_answer(f"http://127.0.0.1:{port}/v1/models/sentiment:predict",
+                                      {"instances": [SENTENCE]}, process)
+        row = {label["label"]: label["score"] for label in body["predictions"][0]}
+        labels = body["labels"]
+        if not np.allclose([row[label] for label in labels], expected, atol=1e-4):
+            raise AssertionError(f"{ref}: first answer {row} differs from {dict(zip(labels, expected, strict=True))}")
+        log = process.log()
+        return {"first_answer_s": answered - start, **phases(log, started),
+                **({"imports_s": import_costs(log)} if profile else {})}
+
+
+def transformer_once(redis: RedisServer) -> dict:
+    port = free_port()
+    with ExitStack() as stack:
+        process, _, start = start_in_image(stack, TRANSFORMER_IMAGE, [
+            "--model_name=sentiment", f"--http_port={port}", f"--grpc_port={free_port()}",
+            f"--predictor_host=127.0.0.1:{free_port()}", "--predictor_deadline_s=5",
+            f"--redis_url={redis.url}", "--near_cache_entries=0"], {})
+        answered, body = first_answer(f"http://127.0.0.1:{port}/bulk-predict", {"text": [SENTENCE]}, process)
+        assert body["predictions"][0][0]["label"] in ("POSITIVE", "NEGATIVE")
+        return {"first_answer_s": answered - start}
+
+
+def seed_cache(redis: RedisServer, model_dir: Path) -> None:
+    """Put the sentence in Redis through a real predictor and transformer from the images (the first pod)."""
+    from harness.processes import PredictorProcess, TransformerProcess
+
+    predictor = PredictorProcess(model_dir).start()
     try:
-        proc.wait_ready(http_ready(f"{proc.url}/v2/models/sentiment/ready"), timeout=300)
-        elapsed = time.monotonic() - start
-        rss = psutil.Process(proc.proc.pid).memory_info().rss / 2**20
+        transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis.url).start()
+        try:
+            httpx.post(f"{transformer.url}/bulk-predict", json={"text": [SENTENCE]}, timeout=60).raise_for_status()
+        finally:
+            transformer.stop()
     finally:
-        proc.stop()
-    return elapsed, rss
+        predictor.stop()
 
 
 def run(repeats: int = 3) -> list[dict]:
+    models = {"minilm": exported("minilm", MINILM_DIR), "distilbert": exported("distilbert", distilbert_dir())}
+    expected = {name: expected_probs(path) for name, path in models.items()}
+    samples: dict[tuple[str, str], list[dict]] = {}
+    profiles: dict[tuple[str, str], dict] = {}
+    for model, path in models.items():  # one profiled start each, not counted
+        for image, ref in PREDICTOR_IMAGES.items():
+            profiles[(image, model)] = predictor_once(ref, path, expected[model], profile=True)["imports_s"]
+    for _ in range(repeats):  # alternating, so both images see the same machine
+        for model, path in models.items():
+            for image, ref in PREDICTOR_IMAGES.items():
+                samples.setdefault((image, model), []).append(predictor_once(ref, path, expected[model]))
+    redis = RedisServer().start()
+    try:
+        seed_cache(redis, models["minilm"])
+        transformer = [transformer_once(redis) for _ in range(repeats)]
+    finally:
+        redis.stop()
+
     rows = []
-    for model, model_dir in (("distilbert", distilbert_dir()), ("minilm", MINILM_DIR)):
-        for runtime, cache in (("torch", "none"), ("onnx", "empty"), ("onnx", "warm"), ("onnx-int8", "empty"),
-                               ("onnx-int8", "warm")):
-            with tempfile.TemporaryDirectory() as warm_dir:
-                if cache == "warm":
-                    measure(model_dir, runtime, warm_dir)
-                samples = []
-                for _ in range(repeats):
-                    with tempfile.TemporaryDirectory() as empty_dir:
-                        samples.append(measure(model_dir, runtime, warm_dir if cache == "warm" else empty_dir))
-            rows.append({"model": model, "runtime": runtime, "export_cache": cache,
-                         "ready_s_median": statistics.median(s[0] for s in samples),
-                         "ready_s_max": max(s[0] for s in samples),
-                         "rss_mib": statistics.median(s[1] for s in samples), "repeats": repeats})
-            print(table(rows[-1:], list(rows[-1])), flush=True)
-    print(table(rows, ["model", "runtime", "export_cache", "ready_s_median", "ready_s_max", "rss_mib"]))
-    write_result("cold_start", {"rows": rows})
+    for (image, model), runs in samples.items():
+        rows.append({"image": image, "model": model, "repeats": repeats,
+                     "first_answer_s": statistics.median(r["first_answer_s"] for r in runs),
+                     "first_answer_s_max": max(r["first_answer_s"] for r in runs),
+                     "model_loaded_s": statistics.median(r.get("model_loaded_s", float("nan")) for r in runs),
+                     "serving_s": statistics.median(r.get("serving_s", float("nan")) for r in runs),
+                     "imports_s": profiles[(image, model)]})
+    rows.append({"image": "transformer", "model": "(cache hit, predictor at zero)", "repeats": repeats,
+                 "first_answer_s": statistics.median(r["first_answer_s"] for r in transformer),
+                 "first_answer_s_max": max(r["first_answer_s"] for r in transformer)})
+    ratios = {model: statistics.median(r["first_answer_s"] for r in samples[("torch", model)]) /
+              statistics.median(r["first_answer_s"] for r in samples[("torch-free", model)]) for model in models}
+    sizes = {ref: images.size_bytes(ref) for ref in [*PREDICTOR_IMAGES.values(), TRANSFORMER_IMAGE]}
+    print(table(rows, ["image", "model", "first_answer_s", "first_answer_s_max", "model_loaded_s", "serving_s"]))
+    for model, ratio in ratios.items():
+        print(f"{model}: the torch image takes {ratio:.2f}x as long as the torch-free one to its first answer")
+    for (image, model), costs in profiles.items():
+        print(f"imports ({image}, {model}): " + ", ".join(f"{k} {v:.2f}s" for k, v in costs.items()))
+    print("image sizes: " + ", ".join(f"{ref} {size / 1e6:.0f} MB" for ref, size in sizes.items()))
+    write_result("cold_start", {"rows": rows, "torch_over_torch_free": ratios, "image_bytes": sizes,
+                                "command": f"python -m bench.cold_start --repeats {repeats}"})
     return rows
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     run(parser.parse_args().repeats)

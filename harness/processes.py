@@ -52,9 +52,11 @@ class ServerProcess:
     It inherits this process' environment plus `env`, or only `env` with `inherit_env=False`.
     """
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None, inherit_env: bool = True):
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None, inherit_env: bool = True,
+                 pass_fds: tuple[int, ...] = ()):
         self.name = name
         self.args = args
+        self.pass_fds = pass_fds
         self.env = {**(os.environ if inherit_env else {}), **(env or {})}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -63,7 +65,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, pass_fds=self.pass_fds)
         log.close()
         return self
 
@@ -178,14 +180,14 @@ class PredictorProcess(ModelServerProcess):
     """`python -m predictor` on free HTTP and gRPC ports."""
 
     def __init__(self, model_dir: Path = MODEL_DIR, extra: list[str] | None = None, model_name: str = "sentiment",
-                 http_port: int | None = None, grpc_port: int | None = None):
+                 http_port: int | None = None, grpc_port: int | None = None, env: dict[str, str] | None = None):
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.model_name = model_name
         args = [sys.executable, "-m", "predictor", "--model_name", model_name, "--model_dir", str(model_dir),
                 "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
                 "--enable_latency_logging", "false", *(extra or [])]
-        super().__init__(f"predictor-{self.http_port}", args)
+        super().__init__(f"predictor-{self.http_port}", args, env)
 
     def start(self, wait: bool = True) -> PredictorProcess:
         super().start()

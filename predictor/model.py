@@ -14,7 +14,7 @@ from serving.protocol import input_types, output_types, texts_from_v2, v1_respon
 
 from .batcher import BatchQueue
 from .classifier import SentimentClassifier
-from .cpu import compute_plan
+from .loading import LoadedModel, load_model
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -29,14 +29,13 @@ class SentimentPredictor(Model):
         self.classifier: SentimentClassifier | None = None
         self.batcher: BatchQueue | None = None
 
-    def load(self) -> bool:
+    def load(self, loaded: LoadedModel | None = None) -> bool:
+        """Serve `loaded` (the model `python -m predictor` loaded while KServe was imported), or load it now."""
         s = self.settings
-        plan = compute_plan(s.parallel_passes, s.threads)
+        loaded = loaded or load_model(s)
+        plan = loaded.plan
         log.info("forward passes: %d at once, %d thread(s) each (%s)", plan.passes, plan.threads, plan.source)
-        self.classifier = SentimentClassifier(s.model_dir, runtime=s.runtime, max_length=s.max_length,
-                                              threads=plan.threads, onnx_cache_dir=s.onnx_cache_dir)
-        # Warm-up at the largest batch so the first real request pays no one-off costs.
-        self.classifier.predict(["warm-up sentence for the first forward pass"] * s.max_batch_size)
+        self.classifier = loaded.classifier
         self.batcher = BatchQueue(self.classifier, s.max_batch_size, s.max_wait_ms, s.max_queued_texts,
                                   max_batch_tokens=s.max_batch_tokens, max_request_tokens=s.max_request_tokens,
                                   max_queued_tokens=s.max_queued_tokens, workers=plan.passes)

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from .cpu import thread_budget
+from .model_dir import ONNX_FP32, ONNX_INT8
 
 log = logging.getLogger(__name__)
 
 RUNTIMES: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
-ONNX_FP32 = "model.onnx"
-ONNX_INT8 = "model-int8-per-channel.onnx"
+TORCH_FREE_HINT = ("ship the ONNX export in the model directory (python -m predictor.export MODEL_DIR --out DIR), "
+                   "or run the sentiment-predictor-torch image")
 
 Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -42,6 +43,7 @@ def load_backend(runtime: str, model_dir: Path, fingerprint: str, threads: int |
 
 
 def _torch_model(model_dir: Path):
+    _require("torch", "transformers", why=f"loading the PyTorch weights in {model_dir}")
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
@@ -50,6 +52,7 @@ def _torch_model(model_dir: Path):
 
 
 def _torch_backend(model_dir: Path, quantize: bool, threads: int) -> Backend:
+    _require("torch", "transformers", why="the torch runtimes")
     import torch
 
     torch.set_num_threads(threads)
@@ -100,6 +103,7 @@ def onnx_model(model_dir: Path, fingerprint: str, quantize: bool, cache_dir: Pat
         return fp32
     int8 = target_dir / ONNX_INT8
     if not int8.is_file():
+        _require("onnx", why=f"quantizing {fp32} to int8")
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Per-channel weights: on the shared SST-2 model, per-tensor int8 lost 1 point of accuracy,
@@ -110,6 +114,7 @@ def onnx_model(model_dir: Path, fingerprint: str, quantize: bool, cache_dir: Pat
 
 
 def _export(model_dir: Path, out: Path) -> None:
+    _require("torch", "transformers", why=f"exporting {model_dir} to ONNX")
     import torch
 
     log.info("exporting %s to ONNX (once per model fingerprint)", model_dir)
@@ -119,6 +124,16 @@ def _export(model_dir: Path, out: Path) -> None:
     torch.onnx.export(model, (ids, torch.ones_like(ids)), str(out), input_names=["input_ids", "attention_mask"],
                       output_names=["logits"], opset_version=17, dynamo=False,
                       dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}})
+
+
+def _require(*modules: str, why: str) -> None:
+    """Fail with what to do instead when this image lacks what a model directory needs (the default
+    predictor image has no torch, transformers or onnx: it serves shipped ONNX exports)."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"{why} needs {', '.join(missing)}, which this image does not have: {TORCH_FREE_HINT}")
 
 
 def _atomic(target: Path, write: Callable[[Path], object]) -> None:

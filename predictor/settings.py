@@ -15,6 +15,14 @@ class PredictorSettings(ServerSettings):
 
     model_dir: str = setting("/mnt/models", "Hugging Face model directory (KServe's storage initializer fills "
                              "/mnt/models)", env="MODEL_DIR")
+    # KServe sets MODEL_INIT_MODE=async with a modelcar (pkg/utils/storage.go, ConfigureModelcarToContainer):
+    # the modelcar container links /mnt/models to its image's /models when it starts, which may be after
+    # this container starts.
+    model_init_mode: str | None = setting(None, "`async`: the model directory may appear after start-up; wait "
+                                          "up to --model_wait_s for it (KServe sets it with a modelcar)",
+                                          env="MODEL_INIT_MODE", parse=str, flag=False)
+    model_wait_s: float = setting(120.0, "with MODEL_INIT_MODE=async, how long to wait for the model directory",
+                                  env="MODEL_WAIT_S")
     runtime: str = setting("onnx", "inference runtime (see bench/ for speed and accuracy)",
                            env="PREDICTOR_RUNTIME", choices=RUNTIMES)
     onnx_cache_dir: str = setting(str(DEFAULT_ONNX_CACHE), "where ONNX exports are kept, one folder per model "

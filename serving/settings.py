@@ -58,11 +58,11 @@ class ServerSettings:
         return TextLimits(max_texts=self.max_texts, max_chars=self.max_chars, max_body_bytes=self.max_body_bytes)
 
 
-def build_parser(cls: type, prog: str, description: str,
-                 parent: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+def build_parser(cls: type, prog: str, description: str, parent: argparse.ArgumentParser | None = None,
+                 add_help: bool = True) -> argparse.ArgumentParser:
     """A parser with one flag per setting of `cls`, on top of KServe's own flags when `parent` is given."""
     parser = argparse.ArgumentParser(prog=prog, description=description, parents=[parent] if parent else [],
-                                     conflict_handler="resolve")
+                                     conflict_handler="resolve", add_help=add_help, allow_abbrev=add_help)
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if "parse" not in meta or not meta["flag"]:
@@ -93,6 +93,13 @@ def settings_from(cls: type[T], args: argparse.Namespace, env: Mapping[str, str]
                 raise SystemExit(f"environment variable {meta['env']}={raw!r} must be one of {meta['choices']}")
         values[f.name] = f.default if value is None else value
     return cls(**values)
+
+
+def early_settings(cls: type[T], argv: Sequence[str], env: Mapping[str, str] = os.environ) -> T:
+    """`cls` from this service's own flags alone, ignoring every other flag and --help: for work that
+    starts before the full parse (which needs KServe's parser, and so KServe's imports)."""
+    known, _ = build_parser(cls, "", "", add_help=False).parse_known_args(argv)
+    return settings_from(cls, known, env)
 
 
 def parse_settings(cls: type[T], argv: Sequence[str], prog: str, description: str,

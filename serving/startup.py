@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import logging.handlers
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -68,18 +69,38 @@ def check_workers(workers: int) -> None:
                          "(KServe injects --workers from containerConcurrency; pin --workers=1)")
 
 
+SERVICE_LOGGERS = ("predictor", "transformer", "serving")
+
+
+def hold_service_logs() -> None:
+    """Keep our loggers' records (with their times) until `show_service_logs` can format them as KServe
+    does: work that starts before KServe is imported (the predictor's model load) logs too."""
+    for name in SERVICE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(logging.handlers.MemoryHandler(10_000, flushLevel=logging.CRITICAL + 1))
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
 def show_service_logs() -> None:
     """Our own start-up and fault lines (model loaded, threads, Redis unreachable) in KServe's log format.
 
     KServe configures only its own and uvicorn's loggers; without this, INFO lines from `predictor.*`,
     `transformer.*` and `serving.*` are dropped. Other libraries stay quiet (httpx logs every request).
+    Records held by `hold_service_logs` are written first.
     """
     from kserve.logging import KSERVE_LOGGER_DATE_FORMAT, KSERVE_LOGGER_FORMAT
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(KSERVE_LOGGER_FORMAT, KSERVE_LOGGER_DATE_FORMAT))
-    for name in ("predictor", "transformer", "serving"):
+    for name in SERVICE_LOGGERS:
         logger = logging.getLogger(name)
+        held = [h for h in logger.handlers if isinstance(h, logging.handlers.MemoryHandler)]
+        for memory in held:
+            memory.setTarget(handler)
+            memory.flush()
+            logger.removeHandler(memory)
         if not logger.handlers:
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -32,6 +33,15 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"shared directory not found at {SHARED}; set SHARED_DIR")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def exported_model(model_dir, tmp_path_factory):
+    """The shared model as `python -m predictor.export --out` writes it: what the modelcar holds."""
+    out = tmp_path_factory.mktemp("export") / "sentiment-minilm-sst2"
+    subprocess.run([sys.executable, "-m", "predictor.export", str(model_dir), "--out", str(out)], check=True,
+                   capture_output=True, timeout=600)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -19,3 +19,7 @@ class CacheKeys:
     def key(self, fingerprint: str, text: str) -> str:
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         return f"{self.namespace}:{self.model_name}:{fingerprint}:{SCHEMA_VERSION}:{digest}"
+
+    def identity_key(self) -> str:
+        """The record of the model the predictor last answered with (transformer.identity)."""
+        return f"{self.namespace}:{self.model_name}:identity:{SCHEMA_VERSION}"

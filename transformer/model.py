@@ -34,7 +34,8 @@ class SentimentTransformer(Model):
         return input_types()
 
     def get_output_types(self) -> list[dict]:
-        return output_types(len(self.classifier.labels or ["NEGATIVE", "POSITIVE"]))
+        labels = self.classifier.labels  # None until the predictor or the cache's identity record told them
+        return output_types(len(labels) if labels else -1)
 
     def validate(self, payload: Any) -> Any:
         return payload  # validated with field-naming messages in `predict`

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
 
 from serving.errors import SchemaViolation
 from serving.fast_routes import Handler
@@ -88,16 +89,12 @@ class JsonRoutes:
 
 def install_routes(app: Any, model_name: str) -> None:
     """`GET /health`, `GET /docs` and the fast routes' entries in `/openapi.json` on KServe's app."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-
     @app.get("/health", response_model=HealthResponse, tags=["original app"])
     async def health() -> dict[str, str]:
         """Liveness, as the original app answered it; Redis and the predictor need not be up."""
         return {"status": "healthy"}
 
-    @app.get("/docs", include_in_schema=False)
-    async def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Sentiment transformer")
+    install_offline_docs(app)
 
     build_schema = app.openapi
 
@@ -107,6 +104,40 @@ def install_routes(app: Any, model_name: str) -> None:
         return app.openapi_schema
 
     app.openapi = openapi
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def install_offline_docs(app: Any) -> None:
+    """`GET /docs`: Swagger UI with its JavaScript, CSS and icon served from `/docs/assets`.
+
+    FastAPI's default page loads them from a public CDN, which leaves `/docs` blank in a cluster
+    without egress. The files come from the pinned `fastapi-offline` wheel (Swagger UI 5, which
+    renders FastAPI's OpenAPI 3.1); only its `static/` directory is used, since KServe builds the
+    app. URLs are relative to the ASGI root_path, so the page also works behind a path prefix.
+    """
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    static = files("fastapi_offline") / "static"
+    missing = [n for n in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png") if not (static / n).is_file()]
+    if missing:  # a fastapi-offline upgrade that moved its files fails here, at start-up
+        raise RuntimeError(f"fastapi-offline no longer ships {missing} in {static}")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}/openapi.json", title="Sentiment transformer",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            # Swagger UI would otherwise send the spec to validator.swagger.io for its badge.
+            swagger_ui_parameters={"validatorUrl": None})
 
 
 def _with_fast_routes(schema: dict[str, Any], model_name: str) -> dict[str, Any]:

@@ -23,6 +23,9 @@ Sources (knative/serving unless noted):
   profiling/server.go ProfilingPort 8008 (@6b4859f3cfe67248b39669d375e899bed46c3e09 has it as
   a string; refusing it is the conservative reading).
 
+A predictor that names a ServingRuntime (`predictor.model`) is checked as KServe merges it with
+the runtime (tests/kserve/kserve_merge.py).
+
 The table lists JSON field names per Kubernetes struct: a string names the struct of an object
 field, a one-element list the struct of each list item, None a value that is not recursed
 (scalars, and structs Knative copies whole).
@@ -30,7 +33,10 @@ field, a one-element list the struct of each list item, None a value that is not
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+
+from tests.kserve.kserve_merge import component_pod_spec
 
 LEAF = None
 
@@ -122,17 +128,6 @@ RESERVED_MOUNT_PATHS = frozenset({"/", "/dev", "/dev/log"})
 PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
 MAX_ID = 2**31 - 1
 
-# InferenceService component fields KServe consumes itself; the rest of a component is the pod
-# spec it hands to Knative (kserve/kserve pkg/apis/serving/v1beta1/component.go
-# @0217bdabaaa250485b336805da1aed04960dc758, ComponentExtensionSpec; storageUris and the
-# predictor's model-format fields are read by KServe, not copied into the pod spec).
-KSERVE_COMPONENT_FIELDS = frozenset({
-    "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType", "autoScaling",
-    "containerConcurrency", "timeout", "canaryTrafficPercent", "logger", "batcher", "labels",
-    "annotations", "deploymentStrategy", "storageUris", "storageContainerName", "workerSpec",
-    "model", "sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx", "pmml", "lightgbm",
-    "paddle", "huggingface",
-})
 COMPONENTS = ("predictor", "transformer", "explainer")
 
 
@@ -143,8 +138,7 @@ def knative_pod_specs(docs) -> Iterator[tuple[str, dict]]:
             continue
         for component in COMPONENTS:
             if component in doc["spec"]:
-                spec = {k: v for k, v in doc["spec"][component].items() if k not in KSERVE_COMPONENT_FIELDS}
-                yield f"{doc['metadata']['name']}/{component}", spec
+                yield f"{doc['metadata']['name']}/{component}", component_pod_spec(docs, doc, component)
 
 
 def violations(pod_spec: dict) -> list[str]:
@@ -273,4 +267,48 @@ def _probe_rules(probe: dict, where: str, port_name: str, readiness: bool) -> li
             errors.append(f"{where}: periodSeconds and initialDelaySeconds must be >= 0")
         if probe.get("periodSeconds") == 0 and ("failureThreshold" in probe or "timeoutSeconds" in probe):
             errors.append(f"{where}: failureThreshold and timeoutSeconds are disallowed when periodSeconds is 0")
+    return errors
+
+
+# Knative's autoscaling annotations, as its webhook validates them on the revision template
+# (knative/serving pkg/apis/autoscaling/annotation_validation.go @98e5ef90aa: validateFloats,
+# validateScaleDownDelay, validateLastPodRetention, validateInitialScale; WindowMax = 1h in
+# register.go), with config-autoscaler at its defaults (allow-zero-initial-scale: false).
+# KServe copies a component's annotations onto the revision template.
+WINDOW_MAX_S = 3600
+
+
+def go_duration_s(text: str) -> float | None:
+    """Go's time.ParseDuration for the units annotations use (h, m, s, ms), or None if it would fail."""
+    if text in ("0", "-0"):
+        return 0.0
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", text.lstrip("-"))
+    if not parts or "".join(n + u for n, u in parts) != text.lstrip("-"):
+        return None
+    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[u] for n, u in parts)
+    return -seconds if text.startswith("-") else seconds
+
+
+def annotation_violations(annotations: dict[str, str]) -> list[str]:
+    """Every reason Knative's webhook would refuse these autoscaling annotations."""
+    errors = []
+    prefix = "autoscaling.knative.dev/"
+    if (v := annotations.get(prefix + "target-burst-capacity")) is not None:
+        try:
+            if float(v) < 0 and float(v) != -1:
+                errors.append(f"target-burst-capacity {v}: must be -1 or at least 0")
+        except ValueError:
+            errors.append(f"target-burst-capacity {v}: not a number")
+    for name in ("scale-down-delay", "scale-to-zero-pod-retention-period"):
+        if (v := annotations.get(prefix + name)) is not None:
+            d = go_duration_s(v)
+            if d is None or not 0 <= d <= WINDOW_MAX_S:
+                errors.append(f"{name} {v}: must be a duration from 0s to 1h")
+            elif name == "scale-down-delay" and d != round(d):
+                errors.append(f"{name} {v}: at most second precision")
+    if (v := annotations.get(prefix + "initial-scale")) is not None:
+        if not re.fullmatch(r"[+-]?\d+", v) or int(v) < 0:
+            errors.append(f"initial-scale {v}: must be an integer of at least 0")
+        elif int(v) == 0:
+            errors.append("initial-scale 0: not allowed by the cluster (allow-zero-initial-scale is false by default)")
     return errors

@@ -22,6 +22,11 @@ The rules encoded here, and their sources:
 - `STORAGE_URI` on the predictor's kserve-container makes KServe's storage initializer download the
   model into /mnt/models, mounted read-only unless the storage-readonly annotation says otherwise
   (pkg/webhook/admission/pod/storage_initializer_injector.go, GetStorageInitializerReadOnlyFlag).
+  A predictor that names a ServingRuntime (`predictor.model`) is the runtime's container merged with
+  the InferenceService's, and its storage is injected the same way, an `oci://` model as a modelcar
+  whose /models the kserve-container reaches through a symlink at /mnt/models (tests/kserve/
+  kserve_merge.py, with sources). The modelcar sidecar itself is not rehearsed: its model directory
+  is mounted read-only where the symlink points.
   hf:// URIs go through huggingface_hub `snapshot_download(repo_id, revision, local_dir=...)`
   (python/storage/kserve_storage/kserve_storage.py, Storage._download_hf), which also writes
   `.cache/huggingface/download/<file>.metadata` holding the commit, the etag and a timestamp
@@ -46,16 +51,29 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from harness.processes import REPO, ServerProcess, free_port, wait_until
+from harness.sandbox import Image, Sandbox, built_image
+from tests.kserve.kserve_merge import (
+    CONTAINER,
+    MODELCAR,
+    MODELS,
+    PROVISION_VOLUME,
+    component_pod_spec,
+    storage_uri,
+    with_storage,
+)
 
-BWRAP = shutil.which("bwrap")
-MODELS_MOUNT = "/mnt/models"
+MODELS_MOUNT = MODELS
+MODELCAR_ROOT = "/rehearsal/modelcar"
+"""Where the rehearsal mounts a modelcar's image (the sidecar's /proc/<pid>/root in a cluster)."""
 KSERVE_HTTP_PORT = "8080"  # constants.InferenceServiceDefaultHttpPort
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WRITE_ERRORS = ("Read-only file system", "Permission denied", "[Errno 30]", "[Errno 13]")
@@ -72,14 +90,6 @@ def cpu_quantity(quantity: str) -> float:
     """A Kubernetes CPU quantity ("2", "1.5", "500m") in CPUs."""
     text = str(quantity)
     return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
-
-
-def bwrap_problem() -> str | None:
-    """Why bubblewrap cannot sandbox a process as uid 1000 here (no user namespaces), or None when it can."""
-    assert BWRAP is not None, "bwrap not found: apt-get install -y bubblewrap (make system-deps installs it)"
-    probe = subprocess.run([BWRAP, "--ro-bind", "/", "/", "--unshare-user", "--uid", "1000", "--gid", "1000", "true"],
-                           capture_output=True, text=True, timeout=30)
-    return None if probe.returncode == 0 else f"bwrap cannot create a user namespace here: {probe.stderr.strip()}"
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
@@ -119,22 +129,6 @@ def fake_hf_download(model: Path, dest: Path, timestamp: float, commit: str = "3
             name = path.relative_to(dest)
             (meta / "download" / f"{name}.metadata").write_text(f"{commit}\n{name}-etag\n{timestamp}\n")
     return dest
-
-
-@dataclass(frozen=True)
-class Image:
-    """What a container image contributes on this machine: its ENTRYPOINT/CMD, WORKDIR, ENV and USER."""
-
-    entrypoint: Callable[[list[str]], list[str]]
-    """Maps the args (the container's, or CMD) to the command line run here."""
-    cmd: list[str]
-    workdir: str
-    env: dict[str, str]
-    user: int | None
-    tools: Callable[[Mapping[int, int]], dict[str, str]] = lambda ports: {}
-    """Scripts put first on PATH (for Redis: its binaries, moved to the rehearsal's port)."""
-    files: dict[str, Path] = field(default_factory=dict)
-    """The image's software: path in the container -> directory on this machine (mounted read-only)."""
 
 
 APP_MOUNT = "/rehearsal/app"
@@ -194,6 +188,7 @@ def redis_image() -> Image:
 
 
 def image_for(reference: str) -> Image:
+    """The stand-in for an image that is not built: our Dockerfile's settings on this machine's software."""
     repository = reference.rsplit("/", 1)[-1].split(":")[0].split("@")[0]
     if repository.startswith("sentiment-"):
         return dockerfile_image(REPO / f"Dockerfile.{repository.removeprefix('sentiment-')}")
@@ -223,41 +218,6 @@ def rewrite_ports(args: list[str], ports: dict[int, int]) -> list[str]:
             out.append(args[i])
         i += 1
     return out
-
-
-@dataclass
-class Sandbox:
-    """A bubblewrap sandbox for one container: uid, read-only root, the given mounts, no capabilities."""
-
-    hostname: str
-    uid: int
-    gid: int
-    workdir: str
-    mounts: dict[str, tuple[Path, bool]]
-    """mount path -> (directory on this machine, read-only)."""
-
-    def wrap(self, argv: list[str]) -> list[str]:
-        args = [BWRAP, "--die-with-parent", "--unshare-user", "--uid", str(self.uid), "--gid", str(self.gid),
-                "--unshare-ipc", "--unshare-uts", "--hostname", self.hostname, "--cap-drop", "ALL", "--tmpfs", "/"]
-        # The root is this machine's, read-only, entry by entry, so that mount points the host lacks
-        # (/data, /mnt/models) can be made: a top-level directory holding one starts empty instead.
-        own = {path for path in self.mounts if len(Path(path).parts) == 2}
-        fresh = {"/" + Path(path).parts[1] for path in self.mounts if path not in own and not Path(path).exists()}
-        tmpfs = ["/"]
-        for entry in sorted(Path("/").iterdir()):
-            name = str(entry)
-            if name in ("/proc", "/dev") or name in own or name in fresh:
-                continue
-            args += ["--symlink", os.readlink(entry), name] if entry.is_symlink() else ["--ro-bind", name, name]
-        for top in sorted(fresh):
-            args += ["--tmpfs", top]
-            tmpfs.append(top)
-        args += ["--proc", "/proc", "--dev", "/dev"]
-        for path, (source, read_only) in sorted(self.mounts.items()):
-            args += ["--ro-bind" if read_only else "--bind", str(source), path]
-        for path in tmpfs:
-            args += ["--remount-ro", path]
-        return [*args, "--chdir", self.workdir, "--", *argv]
 
 
 @dataclass
@@ -297,7 +257,8 @@ class Pod:
             with socket.create_connection(("127.0.0.1", self.port(probe["tcpSocket"]["port"])), timeout=2):
                 return True
         command = self.sandbox.wrap(probe["exec"]["command"])
-        return subprocess.run(command, env=self.env, capture_output=True, timeout=10).returncode == 0
+        return subprocess.run(command, env=self.env, capture_output=True, timeout=10,
+                              pass_fds=self.sandbox.pass_fds).returncode == 0
 
     def wait_ready(self, timeout: float) -> Pod:
         for kind in ("startupProbe", "readinessProbe"):
@@ -317,6 +278,22 @@ class Pod:
             except (OSError, IndexError, ValueError):
                 continue  # gone meanwhile
         return found
+
+    def user_namespace(self) -> tuple[int, int]:
+        """An open descriptor of the user namespace the pod's processes run in, and the uid it maps."""
+        ours = os.stat("/proc/self/ns/user").st_ino
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for proc in Path("/proc").iterdir():
+                try:
+                    if proc.name.isdigit() and os.getpgid(int(proc.name)) == self.process.proc.pid and \
+                            (proc / "ns/user").stat().st_ino != ours:
+                        self._userns_fd = os.open(proc / "ns/user", os.O_RDONLY)
+                        return self._userns_fd, self.sandbox.uid
+                except OSError:
+                    continue  # gone meanwhile
+            time.sleep(0.02)
+        raise AssertionError(f"{self.name}: no process in a user namespace of its own")
 
     def command_lines(self) -> list[list[str]]:
         """The argv of every process running in the pod."""
@@ -343,6 +320,10 @@ class Rehearsal:
     pods: list[Pod] = field(default_factory=list)
     addresses: dict[tuple[str, str, int], int] = field(default_factory=dict)
     """(service, namespace, service port) -> port on this machine."""
+    sidecars: list[Pod] = field(default_factory=list)
+    """Modelcar containers, beside the pods whose models they hold."""
+    mounted: ExitStack = field(default_factory=ExitStack)
+    """Built images' root filesystems in use."""
 
     def deployment(self, name: str) -> Pod:
         [deploy] = [d for d in self.docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
@@ -358,21 +339,48 @@ class Rehearsal:
         return pod
 
     def component(self, isvc_name: str, component: str, models: Path | None = None, replica: str = "") -> Pod:
-        """A pod of an InferenceService component; `models` stands in for what the storage initializer downloads."""
+        """A pod of an InferenceService component. `models` stands in for what the storage initializer downloads
+        (hf://) and, when the modelcar image is not built, for the modelcar's /models (oci://)."""
         [isvc] = [d for d in self.docs if d["kind"] == "InferenceService" and d["metadata"]["name"] == isvc_name]
         spec = isvc["spec"][component]
         namespace = isvc["metadata"]["namespace"]
         hook = (lambda args: kserve_transformer_args(args, isvc, spec)) if component == "transformer" else \
             (lambda args: args)
-        pod = self._start(f"{isvc_name}-{component}{replica}", spec, namespace, hook, models)
+        pod_spec = component_pod_spec(self.docs, isvc, component)
+        if component == "predictor":
+            pod_spec = with_storage(pod_spec, storage_uri(isvc, pod_spec))
+        name = f"{isvc_name}-{component}{replica}"
+        sidecar = next((c for c in pod_spec["containers"] if c["name"] == MODELCAR), None)
+        modelcar = self._built(sidecar["image"]) if sidecar else None
+        if modelcar is not None:  # KServe's modelcar, for real: its init check, then the sidecar
+            [init] = [c for c in pod_spec["initContainers"] if c["name"] == f"{MODELCAR}-init"]
+            checked = self._run_once(f"{name}-{MODELCAR}-init", init, modelcar)
+            assert checked.returncode == 0, f"{name}: {MODELCAR}-init failed: {checked.stdout}{checked.stderr}"
+            car = self._start(name, pod_spec, namespace, lambda args: args, container=sidecar, image=modelcar,
+                              process=f"{name}-{MODELCAR}")
+            self.sidecars.append(car)
+            models = None
+            # The containers of a pod share one user namespace, so kserve-container may follow the sidecar's
+            # /proc/<pid>/root (the kernel's ptrace access rule); here each sandbox has its own, so it joins
+            # the sidecar's. That namespace maps the sidecar's uid and group alone: kserve-container runs
+            # as that uid (as KServe sets it) and, unlike the cluster, as that group too.
+            userns = car.user_namespace()
+        else:  # `models` stands in for the modelcar's root filesystem (see _start)
+            userns = None
+        pod_spec = {**pod_spec, "containers": [c for c in pod_spec["containers"] if c["name"] == CONTAINER]}
+        pod = self._start(name, pod_spec, namespace, hook, models, userns=userns)
         # Knative's Service for the component answers on port 80 and forwards to the container's port.
-        http = spec["containers"][0].get("ports", [{"containerPort": 8080}])[0]["containerPort"]
+        http = pod_spec["containers"][0].get("ports", [{"containerPort": 8080}])[0]["containerPort"]
         self.addresses.setdefault((f"{isvc_name}-{component}", namespace, 80), pod.port(http))
         return pod
 
     def stop(self) -> None:
-        for pod in reversed(self.pods):
+        for pod in reversed([*self.sidecars, *self.pods]):
             pod.process.stop()
+        self.mounted.close()
+
+    def _built(self, reference: str) -> Image | None:
+        return built_image(reference, self.mounted)
 
     def _resolve(self, text: str) -> str:
         """Service names (`svc`, `svc.ns`, `svc.ns.svc[.cluster.local]`, `:port` or 80) -> 127.0.0.1:local port."""
@@ -407,12 +415,25 @@ class Rehearsal:
             return namespace
         raise AssertionError(f"env {name}: valueFrom {source} is not rehearsed")
 
+    def _run_once(self, name: str, container: dict, image: Image) -> subprocess.CompletedProcess:
+        """An init container: its args through the image's entrypoint, to completion (kubelet expansion included)."""
+        argv = image.entrypoint([expand(a, {}) for a in container.get("args", [])])
+        security = container.get("securityContext", {})
+        uid = security.get("runAsUser", image.user if image.user is not None else 0)
+        sandbox = Sandbox(name, uid, security.get("runAsGroup", uid), image.workdir, {}, image.root)
+        return subprocess.run(sandbox.wrap(argv), env=image.env, capture_output=True, text=True, timeout=60)
+
     def _start(self, name: str, spec: dict, namespace: str, kserve_args: Callable[[list[str]], list[str]],
-               models: Path | None = None) -> Pod:
-        [container] = spec["containers"]
-        image = image_for(container["image"])
+               models: Path | None = None, container: dict | None = None, image: Image | None = None,
+               process: str | None = None, userns: tuple[int, int] | None = None) -> Pod:
+        """Start one container of pod `name` (its only one, or `container`); containers of one pod share
+        its volumes' directories."""
+        if container is None:
+            [container] = spec["containers"]
+        image = image or self._built(container["image"]) or image_for(container["image"])
         security = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
-        assert security.get("readOnlyRootFilesystem"), f"{name}: readOnlyRootFilesystem is not set"
+        if container["name"] != MODELCAR:  # KServe's own sidecar sets no securityContext but its uid
+            assert security.get("readOnlyRootFilesystem"), f"{name}: readOnlyRootFilesystem is not set"
         uid = security.get("runAsUser", image.user)
         assert uid is not None and (uid != 0 or not security.get("runAsNonRoot")), \
             f"{name}: runAsNonRoot with uid {uid} would not start"
@@ -436,35 +457,48 @@ class Rehearsal:
         for mount in container.get("volumeMounts", []):
             volume = declared[mount["name"]]
             assert "emptyDir" in volume, f"{name}: volume {mount['name']} is not an emptyDir (not rehearsed)"
-            path = root / "volumes" / mount["name"]
+            stand_in = mount["name"] == PROVISION_VOLUME and container["name"] == CONTAINER and models is not None
+            if mount["name"] == PROVISION_VOLUME and container["name"] == CONTAINER and models is None:
+                assert "MODEL_INIT_MODE" in env, f"{name}: KServe provisions a model here; pass the downloaded model"
+            if stand_in:
+                if mount["mountPath"] == MODELS_MOUNT:  # the storage initializer's download
+                    mounts[MODELS_MOUNT] = (models, True)
+                    continue
+                # A modelcar not built here: /mnt/models links into the sidecar's root filesystem, here `models`.
+                mounts[MODELCAR_ROOT + "/models"] = (models, True)
+            path = root / "volumes" / mount["name"]  # shared by the pod's containers
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o777)  # as the kubelet makes an emptyDir
+            if stand_in:
+                (path / "models").symlink_to(MODELCAR_ROOT + "/models")
             mounts[mount["mountPath"]] = (path, bool(mount.get("readOnly")))
             volumes[mount["mountPath"]] = path
             if volume["emptyDir"].get("sizeLimit"):
                 size_limits[mount["mountPath"]] = volume["emptyDir"]["sizeLimit"]
-        if "STORAGE_URI" in env:
-            assert models is not None, f"{name}: STORAGE_URI is set; pass the downloaded model"
-            mounts[MODELS_MOUNT] = (models, True)
         mounts.update({path: (source, True) for path, source in image.files.items()})
         # The container's own cgroup (v2, cgroup namespace) as the kubelet sets it from the CPU limit.
-        cgroup = root / "cgroup"
+        cgroup = root / "cgroup" / container["name"]
         cgroup.mkdir(parents=True, exist_ok=True)
         cpu = container.get("resources", {}).get("limits", {}).get("cpu")
         (cgroup / "cpu.max").write_text(f"{round(cpu_quantity(cpu) * 100_000)} 100000\n" if cpu else "max 100000\n")
         mounts["/sys/fs/cgroup"] = (cgroup, True)
         tools = image.tools(ports)
         if tools:
-            bin_dir = root / "bin"
+            bin_dir = root / "bin" / container["name"]
             bin_dir.mkdir(parents=True)
             for tool, script in tools.items():
                 (bin_dir / tool).write_text(script)
                 (bin_dir / tool).chmod(0o755)
             mounts["/rehearsal/bin"] = (bin_dir, True)
-        sandbox = Sandbox(name, uid, security.get("runAsGroup", uid), image.workdir, mounts)
-        process = ServerProcess(name, sandbox.wrap(argv), env, inherit_env=False).start()
+        gid = security.get("runAsGroup", uid)
+        if userns is not None:
+            uid = gid = userns[1]
+        sandbox = Sandbox(name, uid, gid, image.workdir, mounts, image.root, userns[0] if userns else None)
+        process = ServerProcess(process or name, sandbox.wrap(argv), env, inherit_env=False,
+                                pass_fds=sandbox.pass_fds).start()
         secrets = {var["name"]: env[var["name"]] for var in container.get("env", [])
                    if "secretKeyRef" in var.get("valueFrom", {})}
         pod = Pod(name, container, argv, env, ports, volumes, sandbox, process, secrets, size_limits)
-        self.pods.append(pod)
+        if container["name"] != MODELCAR:
+            self.pods.append(pod)
         return pod

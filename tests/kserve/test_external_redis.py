@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from tests.kserve.knative_admission import knative_pod_specs, violations
-from tests.kserve.rendering import OVERLAYS, find, rendered, rendered_with
+from tests.kserve.rendering import OVERLAYS, find, rendered, rendered_setup
 from tests.kserve.test_manifests import container, serving_pod_labels, validate
 from transformer.settings import TransformerSettings
 
@@ -20,7 +20,7 @@ SETTINGS_ENV = {f.metadata["env"] for f in dataclasses.fields(TransformerSetting
 
 
 def external(overlay: str) -> tuple[dict, ...]:
-    return rendered_with(overlay, "external-redis")
+    return rendered_setup(f"{overlay}+external-redis")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

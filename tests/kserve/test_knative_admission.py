@@ -7,10 +7,12 @@ import copy
 
 import pytest
 
-from tests.kserve.knative_admission import knative_pod_specs, violations
-from tests.kserve.rendering import OVERLAYS, rendered, rendered_prod_with_grpc
+from tests.kserve.knative_admission import annotation_violations, go_duration_s, knative_pod_specs, violations
+from tests.kserve.rendering import OVERLAYS, rendered_setup
 
-SETUPS = {**{overlay: (lambda o=overlay: rendered(o)) for overlay in OVERLAYS}, "prod+grpc": rendered_prod_with_grpc}
+SETUPS = {setup: (lambda s=setup: rendered_setup(s))
+          for setup in [*OVERLAYS, "prod+grpc", "dev+runtime", "prod+runtime", "prod+runtime+grpc+jwt",
+                        "prod+hf-download"]}
 
 
 def pod_specs(setup: str) -> dict[str, dict]:
@@ -23,9 +25,40 @@ def test_every_pod_spec_kserve_hands_to_knative_is_admitted(setup):
     for name, spec in specs.items():
         assert violations(spec) == [], name
     expected = {"sentiment/predictor", "sentiment/transformer"}
-    if setup == "prod+grpc":
+    if "+grpc" in setup:
         expected.add("sentiment-grpc/predictor")
     assert set(specs) == expected
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_every_components_autoscaling_annotations_are_admitted(setup):
+    for doc in (d for d in SETUPS[setup]() if d["kind"] == "InferenceService"):
+        for component in ("predictor", "transformer"):
+            if component in doc["spec"]:
+                annotations = doc["spec"][component]["annotations"]
+                assert annotation_violations(annotations) == [], (doc["metadata"]["name"], component)
+                # The idle knobs the README explains are set on every component, not left to the cluster.
+                for knob in ("scale-to-zero-pod-retention-period", "scale-down-delay", "initial-scale",
+                             "target-burst-capacity"):
+                    assert f"autoscaling.knative.dev/{knob}" in annotations, (doc["metadata"]["name"], component)
+
+
+@pytest.mark.parametrize(("knob", "value", "why"), [
+    ("initial-scale", "0", "not allowed by the cluster"),
+    ("initial-scale", "one", "integer"),
+    ("scale-down-delay", "2h", "from 0s to 1h"),
+    ("scale-down-delay", "1.5s", "second precision"),
+    ("scale-to-zero-pod-retention-period", "5 minutes", "from 0s to 1h"),
+    ("target-burst-capacity", "-2", "-1 or at least 0"),
+])
+def test_autoscaling_annotations_knative_refuses_are_caught(knob, value, why):
+    [error] = annotation_violations({f"autoscaling.knative.dev/{knob}": value})
+    assert why in error
+
+
+def test_go_durations():
+    assert [go_duration_s(t) for t in ("5m", "1m30s", "900s", "1h", "0", "250ms")] == [300, 90, 900, 3600, 0, 0.25]
+    assert go_duration_s("5") is None and go_duration_s("m") is None
 
 
 def dev_predictor() -> dict:

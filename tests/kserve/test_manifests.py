@@ -20,16 +20,28 @@ import yaml
 
 from harness.processes import REPO, SHARED, free_port, wait_until
 from tests.kserve.kubectl import kustomize_version
-from tests.kserve.rendering import KSERVE, OVERLAYS, find, kubectl, render, rendered, rendered_prod_with_grpc
+from tests.kserve.rehearsal import quantity_bytes
+from tests.kserve.rendering import (
+    KSERVE,
+    OVERLAYS,
+    find,
+    kubectl,
+    render,
+    rendered,
+    rendered_prod_with_grpc,
+    rendered_setup,
+)
 
 KUBERNETES_VERSION = "1.30"
 CORE_KINDS = {"Namespace", "Secret", "Service", "ServiceAccount", "Deployment", "NetworkPolicy",
               "PodDisruptionBudget"}
 CRD_SCHEMAS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice_v1beta1.json",
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): "servingruntime_v1alpha1.json",
     ("networking.istio.io/v1", "VirtualService"): "virtualservice_v1.json",
     ("security.istio.io/v1", "AuthorizationPolicy"): "authorizationpolicy_v1.json",
     ("security.istio.io/v1", "PeerAuthentication"): "peerauthentication_v1.json",
+    ("security.istio.io/v1", "RequestAuthentication"): "requestauthentication_v1.json",
 }
 
 
@@ -178,7 +190,9 @@ def test_containers_line_up_with_images_flags_and_ports(overlay):
     predictor = container(svc["spec"]["predictor"])
     assert flags(predictor["args"])["model_dir"] == "/mnt/models"
     assert predictor["readinessProbe"]["httpGet"]["path"] == "/v2/models/sentiment/ready"
-    assert next(e for e in predictor["env"] if e["name"] == "STORAGE_URI")["value"].startswith("hf://")
+    # The modelcar (Dockerfile.model): served by the torch-free image.
+    assert next(e for e in predictor["env"] if e["name"] == "STORAGE_URI")["value"].startswith(
+        "oci://ghcr.io/example/sentiment-model:")
     transformer = container(svc["spec"]["transformer"])
     assert flags(transformer["args"])["predictor_protocol"] in ("v1", "v2", "grpc-v2")
     assert transformer["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -391,14 +405,45 @@ def all_inference_services():
             yield f"{setup}:{svc['metadata']['name']}", svc
 
 
-def test_every_model_download_pins_a_revision():
-    for where, svc in all_inference_services():
+def every_inference_service_and_hf_download():
+    yield from all_inference_services()
+    for svc in (d for d in rendered_setup("prod+hf-download") if d["kind"] == "InferenceService"):
+        yield f"prod+hf-download:{svc['metadata']['name']}", svc
+
+
+def test_every_model_location_pins_the_model():
+    seen = set()
+    for where, svc in every_inference_service_and_hf_download():
         predictor = svc["spec"]["predictor"]
         # KServe reads STORAGE_URI from a custom container's env; a storageUri field would be refused.
         assert "storageUri" not in predictor and "storageUris" not in predictor
-        [uri] = [e["value"] for e in container(predictor)["env"] if e["name"] == "STORAGE_URI"]
-        # hf://<org>/<model>:<commit> (kserve_storage.py _download_hf: revision after ':')
-        assert re.fullmatch(r"hf://[\w.-]+/[\w.-]+:[0-9a-f]{40}", uri), (where, uri)
+        c = container(predictor)
+        [uri] = [e["value"] for e in c["env"] if e["name"] == "STORAGE_URI"]
+        scheme = uri.split("://")[0]
+        seen.add(scheme)
+        if scheme == "oci":
+            # A modelcar: a named model tag or a digest, never a moving `latest`; the torch-free image
+            # serves its shipped export.
+            assert re.fullmatch(r"oci://[\w.-]+(/[\w.-]+)*/sentiment-model(:[\w.-]+|@sha256:[0-9a-f]{64})", uri), where
+            assert not uri.endswith(":latest"), where
+            assert re.search(r"/sentiment-predictor:", c["image"]), where
+        else:
+            # hf://<org>/<model>:<commit> (kserve_storage.py _download_hf: revision after ':'); a download
+            # has no ONNX export, so the torch image exports it at start-up.
+            assert re.fullmatch(r"hf://[\w.-]+/[\w.-]+:[0-9a-f]{40}", uri), (where, uri)
+            assert re.search(r"/sentiment-predictor-torch:", c["image"]), where
+            limits = c["resources"]["limits"]["ephemeral-storage"]
+            assert quantity_bytes(limits) >= 6 * 2**30, where  # the repository snapshot lands in the pod
+    assert seen == {"oci", "hf"}
+
+
+def test_the_production_modelcar_names_the_revision_the_hf_download_pins():
+    def uri(docs):
+        return next(e["value"] for e in container(find(docs, "InferenceService", "sentiment")["spec"]["predictor"])[
+            "env"] if e["name"] == "STORAGE_URI")
+
+    commit = uri(rendered_setup("prod+hf-download")).rsplit(":", 1)[1]
+    assert uri(rendered("prod")).endswith(f"-{commit[:7]}")
 
 
 def test_every_component_runs_one_worker():
@@ -549,11 +594,16 @@ def test_readme_states_the_cluster_prerequisites_and_the_opt_ins():
     assert "configuraing-istio-mtls-on-knative-serving.md" in section
     assert "Knative Serving 1.15" in section and "KServe 0.21" in section
     assert "kubernetes.podspec-" in section
-    for path in ("kserve/components/grpc", "kserve/components/mesh", "python -m predictor.export"):
+    for path in ("kserve/components/grpc", "kserve/components/mesh", "kserve/components/hf-download",
+                 "python -m predictor.export", "Dockerfile.model"):
         assert path in section
-    assert (KSERVE / "components" / "grpc" / "kustomization.yaml").is_file()
-    uri = next(e["value"] for e in container(isvc("prod")["spec"]["predictor"])["env"] if e["name"] == "STORAGE_URI")
-    assert f"--revision {uri.rsplit(':', 1)[1]}" in section
+        if path.startswith("kserve/"):
+            assert (REPO / path / "kustomization.yaml").is_file()
+    hf_predictor = find(rendered_setup("prod+hf-download"), "InferenceService", "sentiment")["spec"]["predictor"]
+    hf = next(e["value"] for e in container(hf_predictor)["env"] if e["name"] == "STORAGE_URI")
+    assert f"--revision {hf.rsplit(':', 1)[1]}" in section
+    # The modelcar path comes first.
+    assert section.index("Dockerfile.model") < section.index("kserve/components/hf-download")
 
 
 @pytest.mark.parametrize(("prints", "version"), [
@@ -568,14 +618,26 @@ def test_a_kubectl_too_old_for_kserve_is_recognised(tmp_path, prints, version):
     assert kustomize_version(str(fake)) == version
 
 
+DOCKERFILES = sorted(p.name for p in REPO.glob("Dockerfile.*"))
+SERVICE_DOCKERFILES = ["Dockerfile.predictor", "Dockerfile.predictor-torch", "Dockerfile.transformer"]
+
+
 def test_dockerfiles_pass_hadolint():
+    assert sorted([*SERVICE_DOCKERFILES, "Dockerfile.model"]) == DOCKERFILES
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    result = subprocess.run([hadolint, "Dockerfile.predictor", "Dockerfile.transformer"], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run([hadolint, *DOCKERFILES], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", ["Dockerfile.predictor", "Dockerfile.transformer"])
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_every_image_takes_its_base_as_an_argument_defaulting_to_the_official_python(name):
+    dockerfile = _dockerfile(name)
+    assert "ARG BASE=python:3.11-slim-bookworm" in dockerfile
+    final = dockerfile[dockerfile.rindex("\nFROM "):]
+    assert final.startswith("\nFROM ${BASE}\n")
+
+
+@pytest.mark.parametrize("name", SERVICE_DOCKERFILES)
 def test_images_compile_bytecode_at_build_and_copy_the_shared_package(name):
     dockerfile = _dockerfile(name)
     # Read-only root filesystem at run time: bytecode must already be in the image.
@@ -587,7 +649,7 @@ def test_images_compile_bytecode_at_build_and_copy_the_shared_package(name):
 
 
 def test_baked_predictor_image_ships_its_onnx_export():
-    dockerfile = _dockerfile("Dockerfile.predictor")
+    dockerfile = _dockerfile("Dockerfile.predictor-torch")
     bake = dockerfile[dockerfile.index('if [ -n "$BAKED_MODEL" ]'):]
     bake = bake[:bake.index("fi")]
     assert "cp -r" in bake and "python -m predictor.export /mnt/models" in bake
@@ -602,7 +664,7 @@ def test_dockerignore_keeps_the_context_small_but_complete():
     patterns = dockerignore_patterns()
     assert {".git", ".venv", "tests", "bench", "kserve"} <= set(patterns)
     copied = set()
-    for name in ("Dockerfile.predictor", "Dockerfile.transformer"):
+    for name in SERVICE_DOCKERFILES:
         for line in re.findall(r"^COPY (?!--from)(.+) \S+$", _dockerfile(name), re.M):
             copied.update(line.split())
     assert copied == {"pyproject.toml", "README.md", "constraints.txt", "serving", "predictor", "transformer"}
@@ -610,8 +672,29 @@ def test_dockerignore_keeps_the_context_small_but_complete():
         assert not any(fnmatch.fnmatch(path, p.lstrip("/")) for p in patterns), path
 
 
-def test_transformer_image_has_no_torch():
-    dockerfile = _dockerfile("Dockerfile.transformer")
-    assert "torch" not in dockerfile.replace("No torch", "")
-    assert '".[transformer]"' in dockerfile
-    assert "download.pytorch.org/whl/cpu" in _dockerfile("Dockerfile.predictor")
+def installs(dockerfile: str) -> list[str]:
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    return [line for line in joined.splitlines() if line.startswith("RUN") and "pip install" in line]
+
+
+def test_only_the_torch_image_installs_torch():
+    for name, extra in (("Dockerfile.transformer", '".[transformer]"'), ("Dockerfile.predictor", '".[predictor]"')):
+        [install] = installs(_dockerfile(name))
+        assert extra in install and "torch" not in install, name
+    torch_image = _dockerfile("Dockerfile.predictor-torch")
+    # The CPU build by default; TORCH_PIP_ARGS says where else pip finds it (harness/images.py passes local disk).
+    assert 'ARG TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"' in torch_image
+    assert any("torch==2.13.0" in line for line in installs(torch_image))
+    assert any('".[predictor,torch]"' in line for line in installs(torch_image))
+
+
+def test_the_modelcar_is_what_kserve_runs_beside_the_predictor():
+    """KServe runs the image with args `sh -c "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"`
+    and no command, after an init container checks that /models is not empty (kserve/kserve
+    pkg/utils/storage.go @aaac4e2, CreateModelcarContainer, CreateModelcarInitContainer): the args
+    must reach a shell, so the image has no ENTRYPOINT, and the model is at /models."""
+    dockerfile = _dockerfile("Dockerfile.model")
+    assert "ENTRYPOINT" not in re.sub(r"#.*", "", dockerfile)
+    final = dockerfile[dockerfile.rindex("\nFROM "):]
+    assert "COPY --from=export /tmp/models /models" in final
+    assert "python -m predictor.export /tmp/source --out /tmp/models" in dockerfile

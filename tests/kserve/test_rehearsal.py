@@ -9,6 +9,7 @@ import math
 import os
 import re
 import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -16,11 +17,12 @@ import numpy as np
 import pytest
 import redis
 
-from predictor.classifier import fingerprint
+from harness.sandbox import bwrap_problem
+from predictor.model_dir import fingerprint
+from tests.kserve.kserve_merge import UID_MODELCAR, with_storage
 from tests.kserve.rehearsal import (
     MODELS_MOUNT,
     Rehearsal,
-    bwrap_problem,
     cpu_quantity,
     expand,
     fake_hf_download,
@@ -28,7 +30,7 @@ from tests.kserve.rehearsal import (
     quantity_bytes,
     rewrite_ports,
 )
-from tests.kserve.rendering import find, rendered
+from tests.kserve.rendering import find, rendered, rendered_setup
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -37,7 +39,7 @@ COLD_START_S = 300  # two predictors export ONNX at once on a shared 2-core mach
 
 
 @pytest.fixture(scope="module")
-def pods(tmp_path_factory, model_dir):
+def pods(tmp_path_factory, exported_model):
     problem = bwrap_problem()  # fails when bwrap is missing: make system-deps installs it
     if problem:
         pytest.skip(problem)
@@ -46,15 +48,14 @@ def pods(tmp_path_factory, model_dir):
     rehearsal = Rehearsal(docs, work)
     try:
         redis_pod = rehearsal.deployment("sentiment-redis")
-        # Two predictor pods, each with its own storage-initializer download (different timestamps).
-        predictors = [rehearsal.component("sentiment", "predictor", replica=f"-{i}",
-                                          models=fake_hf_download(model_dir, work / f"models-{i}", stamp))
-                      for i, stamp in enumerate((1764000000.25, 1764086400.75))]
+        # Two predictor pods, each with its modelcar (the built image's, or the export standing in for it).
+        predictors = [rehearsal.component("sentiment", "predictor", replica=f"-{i}", models=exported_model)
+                      for i in range(2)]
         transformer = rehearsal.component("sentiment", "transformer")
         for pod in (redis_pod, transformer, *predictors):
             pod.wait_ready(COLD_START_S)
         yield SimpleNamespace(docs=docs, redis=redis_pod, predictors=predictors, transformer=transformer,
-                              all=[redis_pod, *predictors, transformer])
+                              all=[redis_pod, *predictors, transformer], sidecars=rehearsal.sidecars)
     finally:
         rehearsal.stop()
 
@@ -97,11 +98,43 @@ def test_every_predictor_pod_reports_the_same_model_version(pods, model_dir):
     versions = {_predictor_answer(pod, TEXTS[:1])["model_version"] for pod in pods.predictors}
     assert len(versions) == 1, f"pods disagree on the model version: {versions}"
     [version] = versions
-    assert version.startswith(fingerprint(model_dir) + "-")
-    # Both pods really saw different storage-initializer metadata.
-    stamps = {(pod.sandbox.mounts[MODELS_MOUNT][0] / ".cache/huggingface/download/config.json.metadata").read_text()
-              for pod in pods.predictors}
-    assert len(stamps) == 2
+    # The export carries the fingerprint of the model it was exported from.
+    assert version == f"{fingerprint(model_dir)}-onnx"
+
+
+def test_the_images_built_here_are_the_ones_rehearsed(pods):
+    """`make images` runs before the tests: every pod of ours runs its image's own root filesystem, and the
+    predictor reaches its model through KServe's modelcar (a real sidecar from the model image)."""
+    for pod in [*pods.predictors, pods.transformer, *pods.sidecars]:
+        assert pod.sandbox.root != Path("/"), f"{pod.name} ran on this machine's root, not its image's"
+    for pod in pods.predictors:
+        site = pod.sandbox.root / "opt/venv/lib/python3.11/site-packages"
+        assert site.is_dir() and not (site / "torch").exists() and not (site / "transformers").exists()
+        assert pod.env["MODEL_INIT_MODE"] == "async" and MODELS_MOUNT not in pod.sandbox.mounts
+        assert pod.sandbox.uid == UID_MODELCAR  # KServe runs kserve-container as the modelcar's uid
+    assert len(pods.sidecars) == len(pods.predictors)
+    for sidecar in pods.sidecars:
+        assert sidecar.process.alive and sidecar.sandbox.uid == UID_MODELCAR
+
+
+def test_the_modelcar_rewrite_runs_both_containers_as_kserves_uid():
+    spec = {"containers": [{"name": "kserve-container", "image": "p", "securityContext": {"runAsUser": 1000}}]}
+    pod = with_storage(spec, "oci://r/m:t")
+    main, sidecar = pod["containers"]
+    assert main["securityContext"]["runAsUser"] == sidecar["securityContext"]["runAsUser"] == UID_MODELCAR
+    assert expand(sidecar["args"][2], {}) == "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"
+    [init] = pod["initContainers"]
+    assert "[ -d /models ]" in init["args"][2] and '"$(ls -A /models)"' in expand(init["args"][2], {})
+    assert spec["containers"][0]["securityContext"] == {"runAsUser": 1000}  # not mutated
+
+
+def test_fingerprint_ignores_the_storage_initializers_download_metadata(model_dir, tmp_path):
+    """hf:// (components/hf-download): two pods' downloads differ in metadata timestamps only."""
+    stamps = [fake_hf_download(model_dir, tmp_path / f"models-{i}", stamp)
+              for i, stamp in enumerate((1764000000.25, 1764086400.75))]
+    metadata = [(d / ".cache/huggingface/download/config.json.metadata").read_text() for d in stamps]
+    assert metadata[0] != metadata[1]
+    assert fingerprint(stamps[0]) == fingerprint(stamps[1]) == fingerprint(model_dir)
 
 
 def test_predictor_threads_follow_its_cpu_limit(pods):
@@ -119,10 +152,10 @@ def test_pods_stay_up_and_write_only_to_declared_volumes(pods):
         if "livenessProbe" in pod.container:
             assert pod.probe("livenessProbe"), f"{pod.name}: liveness probe fails"
         assert pod.write_errors() == [], f"{pod.name} tried to write outside its volumes"
-    # The predictor's writes (its ONNX export) went to its declared volume.
+    # The modelcar ships the export: a predictor pod exports nothing at start-up.
     for pod in pods.predictors:
-        written = [p for volume in pod.volumes.values() for p in volume.rglob("*.onnx")]
-        assert written, f"{pod.name}: no ONNX export in its volumes {list(pod.volumes)}"
+        written = [p for volume in pod.volumes.values() for p in volume.rglob("*.onnx") if "models" not in p.parts]
+        assert not written, f"{pod.name}: exported {written} although the model ships its export"
 
 
 def test_pods_fit_their_memory_limits_and_volume_size_limits(pods):
@@ -153,9 +186,10 @@ def test_sandboxes_are_non_root_with_a_read_only_root(pods):
         read_only = ["/", "/etc", *(path for path, (_, ro) in pod.sandbox.mounts.items() if ro)]
         script = "id -u; " + "".join(f"touch {path}/rehearsal-probe 2>&1; " for path in read_only) + "".join(
             f"touch {path}/rehearsal-probe && echo wrote {path}; " for path in pod.volumes)
-        out = subprocess.run(pod.sandbox.wrap(["sh", "-c", script]), capture_output=True, text=True, timeout=30).stdout
-        uid = pod.container.get("securityContext", {}).get("runAsUser", pod.sandbox.uid)
-        assert out.splitlines()[0] == str(uid) != "0"
+        out = subprocess.run(pod.sandbox.wrap(["sh", "-c", script]), capture_output=True, text=True, timeout=30,
+                             pass_fds=pod.sandbox.pass_fds).stdout
+        uid = pod.container.get("securityContext", {}).get("runAsUser", pod.sandbox.uid)  # KServe's, if it set one
+        assert out.splitlines()[0] == str(uid) == str(pod.sandbox.uid) != "0"
         assert out.count("Read-only file system") == len(read_only), out
         assert all(f"wrote {path}" in out for path in pod.volumes), out
 
@@ -181,3 +215,31 @@ def test_port_flags_move_to_free_ports():
     args = rewrite_ports(["--http_port=8080", "--grpc_port", "8081", "--model_name=x", "--port", "x"], ports)
     assert args[0] == "--http_port=50001" and args[1:3] == ["--grpc_port", str(ports[8081])]
     assert args[3:] == ["--model_name=x", "--port", "x"] and ports[8081] != 8081
+
+
+@pytest.fixture(scope="module")
+def hf_predictor(tmp_path_factory, model_dir):
+    """components/hf-download's predictor pod: the torch image on the storage initializer's download."""
+    work = tmp_path_factory.mktemp("rehearsal-hf")
+    rehearsal = Rehearsal(list(rendered_setup("dev+hf-download")), work)
+    try:
+        pod = rehearsal.component("sentiment", "predictor",
+                                  models=fake_hf_download(model_dir, work / "download", 1764000000.25))
+        pod.wait_ready(COLD_START_S)
+        yield pod
+    finally:
+        rehearsal.stop()
+
+
+def test_the_hub_download_path_runs_the_torch_image_and_exports_into_its_volume(pods, hf_predictor):
+    assert hf_predictor.sandbox.root != Path("/"), "the torch image is not built (make images)"
+    site = hf_predictor.sandbox.root / "opt/venv/lib/python3.11/site-packages"
+    assert (site / "torch").is_dir() and (site / "transformers").is_dir()
+    downloaded, shipped = _predictor_answer(hf_predictor, TEXTS), _predictor_answer(pods.predictors[0], TEXTS)
+    # The same model and runtime, whether downloaded and exported here or shipped by the modelcar.
+    assert downloaded["model_version"] == shipped["model_version"]
+    for row, expected in zip(downloaded["predictions"], shipped["predictions"], strict=True):
+        np.testing.assert_allclose([r["score"] for r in row], [e["score"] for e in expected], atol=1e-4)
+    # It exported at start-up, into its declared /tmp volume, and wrote nowhere else.
+    assert [p for volume in hf_predictor.volumes.values() for p in volume.rglob("model.onnx")]
+    assert hf_predictor.write_errors() == []

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from harness.tiny_model import build_tiny_model
-from predictor.classifier import SentimentClassifier, fingerprint
+from predictor.classifier import SentimentClassifier
+from predictor.model_dir import fingerprint
 
 
 @pytest.fixture(scope="module")

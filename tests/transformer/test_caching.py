@@ -83,8 +83,11 @@ def test_first_request_learns_the_fingerprint_and_writes_each_text(parts):
     np.testing.assert_allclose(answer.probs, expected(["a", "b", "a"]), atol=1e-6)
     assert answer.version == "m1" and answer.labels == ["NEGATIVE", "POSITIVE"]
     assert predictor.calls == [["a", "b"]]  # duplicates computed once
-    assert cache.gets == []  # nothing to look up before the fingerprint is known
-    assert len(cache.sets) == 1 and len(cache.sets[0]) == 2  # one pipelined write
+    # Before any fingerprint is known only the identity record is looked up; one pipelined write holds
+    # each text and the record.
+    assert cache.gets == [[classifier.keys.identity_key()]]
+    assert len(cache.sets) == 1 and set(cache.sets[0]) == {
+        classifier.keys.key("m1", "a"), classifier.keys.key("m1", "b"), classifier.keys.identity_key()}
 
 
 def test_fully_cached_request_never_calls_the_predictor(parts):
@@ -109,10 +112,42 @@ def test_pinned_fingerprint_hits_before_any_predictor_call():
     keys = CacheKeys("ns", "sentiment")
     cache.data[keys.key("m1", "a")] = encode_entry(["NEGATIVE", "POSITIVE"], expected(["a"])[0])
     classifier = CachedClassifier(cache, predictor, keys, fingerprint="m1")
-    classifier.labels = ["NEGATIVE", "POSITIVE"]
+    assert classifier.labels is None  # nothing has told them yet
     answer = run(classifier.classify(["a"]))
     np.testing.assert_allclose(answer.probs, expected(["a"]), atol=1e-6)
-    assert predictor.calls == []
+    assert predictor.calls == [] and answer.labels == ["NEGATIVE", "POSITIVE"] and answer.version == "m1"
+    assert classifier.labels == ["NEGATIVE", "POSITIVE"]  # learned from the entry
+
+
+def test_a_fresh_classifier_answers_cached_texts_from_the_identity_record(parts):
+    cache, _, classifier = parts
+    run(classifier.classify(["a", "b"]))
+    fresh = CachedClassifier(cache, ScriptedPredictor(version="never-called"), classifier.keys)
+    answer = run(fresh.classify(["b", "a"]))
+    np.testing.assert_allclose(answer.probs, expected(["b", "a"]), atol=1e-6)
+    assert fresh.client.calls == [] and answer.version == "m1" and fresh.labels == ["NEGATIVE", "POSITIVE"]
+
+
+def test_alternating_revisions_keep_both_hit_rates_and_never_mix_rows(parts):
+    _, predictor, classifier = parts
+    versions = iter(["m1", "m2"] * 50)
+
+    async def alternating(texts):  # two revisions behind one address, answering in turn
+        predictor.version = next(versions)
+        return await ScriptedPredictor.predict(predictor, texts)
+
+    predictor.predict = alternating
+    texts = [f"t{i}" for i in range(20)]
+    for text in texts:  # warm: each text computed by one of the two models
+        answer = run(classifier.classify([text]))
+        np.testing.assert_allclose(answer.probs, expected([text], answer.version), atol=1e-6)
+    calls = len(predictor.calls)
+    for text in texts:  # both identities are live: every text is a hit under the model that computed it
+        answer = run(classifier.classify([text]))
+        np.testing.assert_allclose(answer.probs, expected([text], answer.version), atol=1e-6)
+    assert len(predictor.calls) == calls
+    answer = run(classifier.classify(texts[:4]))  # rows of both models in one request: one model answers
+    np.testing.assert_allclose(answer.probs, expected(texts[:4], answer.version), atol=1e-6)
 
 
 def test_model_change_invalidates_old_entries_and_never_mixes_models(parts):
