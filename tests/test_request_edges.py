@@ -7,16 +7,21 @@ watch one request's passes go by on its /metrics.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import socket
+import threading
 import time
 import uuid
 
 import httpx
 import orjson
 import pytest
+from aiohttp import web
 
 from harness.clients import metric
-from harness.processes import PredictorProcess, wait_until
+from harness.processes import PredictorProcess, TransformerProcess, free_port, wait_until
 
 PASSES = "sentiment_predictor_batch_texts_count"
 """Forward passes computed so far (one observation per pass)."""
@@ -83,3 +88,114 @@ def test_an_abandoned_request_stops_computing(minilm):
     abandoned = metric(minilm, COMPUTED) - computed - 1
     assert abandoned <= 3, f"{abandoned:.0f} of the abandoned request's {MAX_SIZE} texts were computed"
     assert metric(minilm, "sentiment_predictor_queued_tokens") == 0
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2", "grpc-v2"])
+def test_a_frozen_predictor_costs_a_miss_its_deadline_and_no_more(minilm, redis_server, protocol):
+    """SIGSTOP: the predictor's sockets still accept connections, and nothing ever answers."""
+    deadline_s = 3
+    predictor = minilm
+    port = predictor.grpc_port if protocol == "grpc-v2" else predictor.http_port
+    transformer = TransformerProcess(f"127.0.0.1:{port}", redis_server.url, protocol=protocol,
+                                     extra=["--predictor_deadline_s", str(deadline_s),
+                                            "--predictor_request_timeout_seconds", "300",
+                                            "--cache_namespace", f"frozen-{uuid.uuid4().hex[:6]}"]).start()
+    try:
+        warm = httpx.post(v1(transformer), json={"text": ["a connection to reuse"]}, timeout=60)
+        assert warm.status_code == 200, warm.text
+        os.kill(predictor.proc.pid, signal.SIGSTOP)
+        for text in ("a miss on the pooled connection", "and one more"):
+            start = time.monotonic()
+            r = httpx.post(v1(transformer), json={"text": [f"{text} {uuid.uuid4().hex}"]}, timeout=deadline_s + 30)
+            elapsed = time.monotonic() - start
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == (f"predictor at 127.0.0.1:{port} did not answer within {deadline_s}s "
+                                         "(--predictor_deadline_s); retry later")
+            assert deadline_s <= elapsed < deadline_s + 1.0, f"503 after {elapsed:.2f}s; the deadline is {deadline_s}s"
+    finally:
+        os.kill(predictor.proc.pid, signal.SIGCONT)
+        transformer.stop()
+
+
+class MalformedPredictor:
+    """A real HTTP server answering 200 to v1 and v2 predictions with whatever body is set."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.body = b"{}"
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _answer(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.body, content_type="application/json")
+
+    def _run(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/models/sentiment:predict", self._answer)
+        app.router.add_post("/v2/models/sentiment/infer", self._answer)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._started.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> MalformedPredictor:
+        self._thread.start()
+        assert self._started.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def _v1(predictions, labels=("NEGATIVE", "POSITIVE")) -> dict:
+    return {"predictions": predictions, "labels": list(labels), "model_version": "m1"}
+
+
+def _v2(probabilities: dict, labels: dict | None = None) -> dict:
+    labels = labels or {"name": "labels", "datatype": "BYTES", "shape": [2], "data": ["NEGATIVE", "POSITIVE"]}
+    return {"model_name": "sentiment", "model_version": "m1", "outputs": [
+        {"name": "probabilities", **probabilities}, labels]}
+
+
+ROW = [{"label": "NEGATIVE", "score": 0.25}, {"label": "POSITIVE", "score": 0.75}]
+MALFORMED = [
+    ("v1", _v1([[{"label": "NEGATIVE", "score": "high"}, {"label": "POSITIVE", "score": "low"}]]),
+     "v1 answer is malformed (ValueError: could not convert string to float: 'high')"),
+    ("v1", _v1([[0.25, 0.75]]), "v1 answer is malformed (TypeError"),
+    ("v1", _v1([ROW, ROW]), "scores of shape [2, 2] for 1 texts and 2 labels"),
+    ("v1", _v1([[]], labels=()), "a model has distinct labels, at least one"),
+    ("v1", _v1([ROW[:1]]), "v1 answer is malformed (KeyError: 'POSITIVE')"),
+    ("v1", {"predictions": [ROW]}, "v1 answer is malformed (KeyError: 'labels')"),
+    ("v1", [1, 2], "v1 answer is malformed (TypeError"),
+    ("v2", _v2({"datatype": "FP32", "shape": [1, 2], "data": ["a", "b"]}), "v2 answer is malformed (ValueError"),
+    ("v2", _v2({"datatype": "FP32", "shape": [1, 3], "data": [0.1, 0.2, 0.7]}), "v2 answer is malformed (ValueError"),
+    ("v2", _v2({"datatype": "FP32", "shape": [1, 2], "data": [0.5]}), "v2 answer is malformed (ValueError"),
+    ("v2", {"outputs": "none"}, "v2 answer is malformed (TypeError"),
+    ("v2", {"model_name": "sentiment"}, "v2 answer is malformed (KeyError: 'outputs')"),
+    ("v2", _v2({"datatype": "FP32", "shape": [1, 2], "data": [0.25, 0.75]}, labels={"name": "labels"}),
+     "v2 answer is malformed (KeyError: 'shape')"),
+]
+
+
+def test_a_malformed_predictor_answer_is_a_502_naming_the_problem(redis_server):
+    with MalformedPredictor() as fake:
+        transformers = {protocol: TransformerProcess(f"127.0.0.1:{fake.port}", redis_server.url, protocol=protocol,
+                                                     extra=["--predictor_deadline_s", "5"]).start()
+                        for protocol in ("v1", "v2")}
+        try:
+            for protocol, body, message in MALFORMED:
+                fake.body = orjson.dumps(body)
+                r = httpx.post(v1(transformers[protocol]), json={"text": [f"anything {uuid.uuid4().hex}"]},
+                               timeout=30)
+                assert (r.status_code, protocol) == (502, protocol), (body, r.text)
+                assert r.json()["error"].startswith("predictor"), r.text
+                assert message in r.json()["error"], (body, r.text)
+            for transformer in transformers.values():  # nothing of it was cached or broke the process
+                assert metric(transformer, "sentiment_requests_total") >= 1 and transformer.alive
+        finally:
+            for transformer in transformers.values():
+                transformer.stop()
