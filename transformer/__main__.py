@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def wrap(app):
         install_routes(app, s.model_name)
-        return FastJsonRoutes(app, routes.table(), metrics.observe_request)
+        table = routes.table()
+        return FastJsonRoutes(app, table, metrics.request_observer(table))
 
     serve(SentimentTransformer(s.model_name, s.limits, classifier), s, wrap)
 
