@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
@@ -25,6 +26,7 @@ KSERVE_APP = "kserve.model_server:app"
 """Where uvicorn imports the app from (KServe's FASTAPI_APP_IMPORT_STRING): our wrappers go there."""
 
 AppWrapper = Callable[[Any], Any]
+Closer = Callable[[], Awaitable[None]]
 
 
 class KServeChanged(RuntimeError):
@@ -44,6 +46,10 @@ def check_kserve() -> None:
         problems.append(f"uvicorn no longer imports the app from {KSERVE_APP}")
     if not hasattr(model_server, "app"):
         problems.append("kserve.model_server.app is gone")
+    start = getattr(model_server.ModelServer, "start", None)
+    if (not inspect.iscoroutinefunction(getattr(model_server.ModelServer, "_serve", None))
+            or "_serve" not in getattr(getattr(start, "__code__", None), "co_names", ())):
+        problems.append("ModelServer.start no longer serves through the coroutine ModelServer._serve")
     handlers = getattr(getattr(rest, "RESTServer", None), "_add_exception_handlers", None)
     names = handlers.__code__.co_names if handlers else ()
     for name in ("not_implemented_error_handler", "generic_exception_handler"):
@@ -86,10 +92,12 @@ def show_service_logs() -> None:
             logger.propagate = False
 
 
-def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = None) -> None:
+def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = None,
+          close: Closer | None = None) -> None:
     """Start KServe's ModelServer for `model` with this service's error handling and limits.
 
     `wrap_app` gets KServe's FastAPI app (to add routes) and returns the ASGI app to serve.
+    `close` is awaited on the serving loop once both servers have stopped (`_close_when_stopped`).
     """
     check_workers(settings.workers)
     check_kserve()
@@ -103,6 +111,8 @@ def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = No
     _install_error_handlers(app)
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1)
     _refuse_model_repository_changes(server)
+    if close is not None:
+        _close_when_stopped(server, close)
     _quiet_request_logs(settings.log_requests)
     served = wrap_app(app) if wrap_app else app
     model_server.app = BodyLimit(served, settings.max_body_bytes)
@@ -168,6 +178,26 @@ def _refuse_model_repository_changes(server: Any) -> None:
 
     repository.load = refuse
     repository.unload = refuse
+
+
+def _close_when_stopped(server: Any, close: Closer) -> None:
+    """Await `close` on the serving loop after the last accepted request is answered.
+
+    On SIGTERM uvicorn stops accepting, lets the HTTP requests under way finish (KServe's grace
+    period), and re-raises the signal to KServe, which starts stopping the gRPC server (its grace
+    period again) and calls each model's synchronous `stop()`. `asyncio.run` then cancels every task
+    still pending. The one point where both servers have drained and the loop still runs is the end
+    of `ModelServer._serve`, the coroutine `start` hands to `asyncio.run`: there, pools close cleanly.
+    """
+    serve_until_stopped = server._serve
+
+    async def serve_then_close() -> None:
+        try:
+            await serve_until_stopped()
+        finally:
+            await close()
+
+    server._serve = serve_then_close
 
 
 def _quiet_request_logs(log_requests: bool) -> None:

@@ -16,11 +16,12 @@ import time
 import uuid
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 from aiohttp import web
 
-from harness.clients import metric
+from harness.clients import metric, predictor_probs, rows_to_probs
 from harness.processes import PredictorProcess, TransformerProcess, free_port, wait_until
 
 PASSES = "sentiment_predictor_batch_texts_count"
@@ -199,3 +200,37 @@ def test_a_malformed_predictor_answer_is_a_502_naming_the_problem(redis_server):
         finally:
             for transformer in transformers.values():
                 transformer.stop()
+
+
+def test_sigterm_answers_the_miss_in_flight_then_closes_the_pools(minilm, redis_server):
+    transformer = TransformerProcess(f"127.0.0.1:{minilm.http_port}", redis_server.url,
+                                     extra=["--cache_namespace", f"stop-{uuid.uuid4().hex[:6]}"],
+                                     env={"PYTHONWARNINGS": "always::ResourceWarning"}).start()
+    texts = long_texts(MAX_SIZE)
+    result: dict = {}
+
+    def call() -> None:
+        result["response"] = httpx.post(v1(transformer), json={"text": texts}, timeout=120)
+
+    thread = threading.Thread(target=call)
+    try:
+        passes = metric(minilm, PASSES)
+        thread.start()
+        wait_until(lambda: metric(minilm, PASSES) > passes, 60, "the request's first pass")
+        stopped = time.monotonic()
+        os.kill(transformer.proc.pid, signal.SIGTERM)
+        transformer.proc.wait(60)
+        exit_s = time.monotonic() - stopped
+        thread.join(60)
+    finally:
+        transformer.stop()
+    r = result["response"]
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(rows_to_probs(r.json()["predictions"]), predictor_probs(minilm, texts), atol=1e-5)
+    assert transformer.proc.returncode == 0, transformer.log()[-3000:]
+    assert exit_s < 30, f"exited {exit_s:.1f}s after SIGTERM"
+    log = transformer.log()
+    assert "Stopping the model server" in log
+    for warning in ("Unclosed client session", "Unclosed connector", "Unclosed connection", "unclosed Connection",
+                    "unclosed resource", "ResourceWarning"):
+        assert warning not in log, log[-3000:]

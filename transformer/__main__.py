@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         table = routes.table()
         return FastJsonRoutes(app, table, metrics.request_observer(table))
 
-    serve(SentimentTransformer(s.model_name, s.limits, classifier), s, wrap)
+    transformer = SentimentTransformer(s.model_name, s.limits, classifier)
+    serve(transformer, s, wrap, close=transformer.close)
 
 
 if __name__ == "__main__":
