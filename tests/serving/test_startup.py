@@ -30,6 +30,7 @@ def test_the_pinned_kserve_passes_the_guard():
     ("import importlib; m = importlib.import_module('kserve.constants.constants'); "
      "m.FASTAPI_APP_IMPORT_STRING = 'elsewhere:app'",
      "kserve.model_server:app"),
+    ("from kserve.model_server import ModelServer as m; del m._serve", "ModelServer._serve"),
 ])
 def test_a_moved_kserve_internal_fails_start_up_loudly(break_kserve, named):
     result = run_python(f"{break_kserve}\nfrom serving.startup import check_kserve; check_kserve()")
