@@ -22,7 +22,7 @@ from kserve.utils.utils import is_structured_cloudevent
 from pydantic import ValidationError
 
 from serving.errors import BadInput, SchemaViolation, Unavailable
-from serving.fast_routes import Handler, PassThrough
+from serving.fast_routes import Handler, Headers, PassThrough, Reply
 from serving.limits import json_body
 
 KSERVE_ONLY_HEADERS = frozenset({b"inference-header-content-length", b"ce-specversion"})
@@ -40,13 +40,14 @@ def kserve_only(scope: dict) -> bool:
 def fast_routes(model: Model) -> dict[str, Handler]:
     name = model.name
 
-    async def call(payload: Any) -> Any:
+    async def call(payload: Any, headers: Headers) -> tuple[Any, Headers]:
+        """As KServe's routes call the model: with the request's headers (its latency lines name the
+        x-request-id), answering the response headers the model set."""
         if not model.ready:
             raise Unavailable(f"model {name} is not ready")
-        response, _ = await model(payload)
-        return response
+        return await model(payload, headers=headers)
 
-    async def v2_infer(body: bytes) -> Any:
+    async def v2_infer(body: bytes, headers: Headers) -> Any:
         try:
             parsed = InferenceRequest.model_validate_json(body)
         except ValidationError as exc:
@@ -56,13 +57,15 @@ def fast_routes(model: Model) -> dict[str, Handler]:
             request = InferRequest.from_inference_request(parsed, name)
         except InvalidInput as exc:
             raise BadInput(str(exc)) from None
-        rest, _ = (await call(request)).to_rest()
-        return rest
+        response, response_headers = await call(request, headers)
+        rest, _ = response.to_rest()
+        return Reply(rest, response_headers) if response_headers else rest
 
-    async def v1_predict(body: bytes) -> Any:
+    async def v1_predict(body: bytes, headers: Headers) -> Any:
         payload = json_body(body)
         if isinstance(payload, dict) and is_structured_cloudevent(payload):
             raise PassThrough
-        return await call(payload)
+        response, response_headers = await call(payload, headers)
+        return Reply(response, response_headers) if response_headers else response
 
     return {f"/v2/models/{name}/infer": v2_infer, f"/v1/models/{name}:predict": v1_predict}

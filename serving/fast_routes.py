@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -32,10 +33,21 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED_REQUEST = 499
 """The status an abandoned request is counted under (nginx's; no response is sent)."""
 
-Handler = Callable[[bytes], Awaitable[Any]]
-"""Body in, a value orjson can encode (numpy arrays included) out; a ServiceError for a 4xx/5xx."""
+Headers = dict[str, str]
+"""A request's headers as KServe's routes hand them to a model: `dict(request.headers)`, lower-case names."""
+Handler = Callable[[bytes, Headers], Awaitable[Any]]
+"""Body and headers in, a value orjson can encode (numpy arrays included) or a `Reply` out; a ServiceError
+for a 4xx/5xx."""
 Observer = Callable[[str, int, float], None]
 Picker = Callable[[dict], bool]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer with response headers (those a model sets, which KServe's routes send too)."""
+
+    value: Any
+    headers: Headers
 
 
 class PassThrough(Exception):
@@ -73,11 +85,15 @@ class FastJsonRoutes:
         try:
             body = await read_body(receive)
             async with _CancelledOnDisconnect(receive) as watch:
-                answer = await handler(body)
+                answer = await handler(body, request_headers(scope))
             if watch.disconnected:  # nobody to answer
                 if self.observe is not None:
                     self.observe(path, CLIENT_CLOSED_REQUEST, time.perf_counter() - start)
                 return
+            if isinstance(answer, Reply):
+                headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value
+                           in answer.headers.items() if name.lower() not in _OWN_HEADERS]
+                answer = answer.value
             status, content = 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
         except PassThrough:
             await self.app(scope, _replay(body, receive), send)
@@ -124,6 +140,15 @@ class _CancelledOnDisconnect:
         if self.disconnected and self._task.uncancel() == 0:
             return exc_type is None or issubclass(exc_type, asyncio.CancelledError)
         return False
+
+
+_OWN_HEADERS = frozenset({"content-length", "content-type"})
+"""Response headers this module writes itself (KServe's routes drop a model's too)."""
+
+
+def request_headers(scope: dict) -> Headers:
+    """As Starlette's `dict(request.headers)`: latin-1, lower-case names (ASGI's), the last of repeated ones."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
 def _replay(body: bytes, receive):

@@ -234,3 +234,18 @@ def test_sigterm_answers_the_miss_in_flight_then_closes_the_pools(minilm, redis_
     for warning in ("Unclosed client session", "Unclosed connector", "Unclosed connection", "unclosed Connection",
                     "unclosed resource", "ResourceWarning"):
         assert warning not in log, log[-3000:]
+
+
+def test_the_fast_routes_hand_the_model_the_request_headers(model_dir):
+    """As KServe's own routes do: its latency line names the request's x-request-id (the fast path passed none)."""
+    predictor = PredictorProcess(model_dir, extra=["--enable_latency_logging", "true", "--log_requests"]).start()
+    v2_body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a fine film"]}]}
+    try:
+        for path, body in (("/v1/models/sentiment:predict", {"instances": ["a fine film"]}),
+                           ("/v2/models/sentiment/infer", v2_body)):
+            request_id = f"edge-{uuid.uuid4().hex}"
+            r = httpx.post(f"{predictor.url}{path}", json=body, headers={"x-request-id": request_id}, timeout=30)
+            assert r.status_code == 200, r.text
+            wait_until(lambda rid=request_id: f"requestId: {rid}," in predictor.log(), 10, f"{path}'s latency line")
+    finally:
+        predictor.stop()
