@@ -85,13 +85,15 @@ async def _self_test() -> list[str]:
 
     class Probe(Model):
         def __init__(self):
-            super().__init__(SELF_TEST_MODEL)
+            super().__init__(SELF_TEST_MODEL, return_response_headers=True)
             self.ready = True
             self.fault: Exception | None = None
             self.headers: dict | None = None
 
         async def predict(self, payload, headers=None, response_headers=None):
             self.headers = headers
+            if response_headers is not None:
+                response_headers["x-self-test"] = "1"
             if self.fault is not None:
                 raise self.fault
             return InferResponse(response_id="self-test", model_name=self.name,
@@ -212,8 +214,10 @@ async def _seam_problems(seam: Any, probe: Any, v2: dict) -> list[str]:
         probe.fault = None
         try:
             response, headers = await seam.call_model(probe, request, {"x-request-id": "self-test"})
-            if not isinstance(headers, dict) or (probe.headers or {}).get("x-request-id") != "self-test":
+            if (probe.headers or {}).get("x-request-id") != "self-test":
                 problems.append("Model.__call__ no longer passes the request headers to predict")
+            elif headers != {"x-self-test": "1"}:
+                problems.append(f"Model.__call__ answers {headers!r}, not the response headers the model set")
             elif _v2_data(seam.v2_json(response)) != [0.5]:
                 problems.append("InferResponse.to_rest no longer answers the model's output")
         except Exception as exc:
