@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+import tritonclient.grpc as grpcclient
 from aiohttp import web
 
 from harness.clients import metric, predictor_probs, rows_to_probs
@@ -202,7 +203,20 @@ def test_a_malformed_predictor_answer_is_a_502_naming_the_problem(redis_server):
                 transformer.stop()
 
 
-def test_sigterm_answers_the_miss_in_flight_then_closes_the_pools(minilm, redis_server):
+def grpc_probs(transformer, texts: list[str]) -> np.ndarray:
+    """A v2 gRPC inference on the transformer: probabilities in (NEGATIVE, POSITIVE) order."""
+    client = grpcclient.InferenceServerClient(transformer.grpc_target)
+    tensor = grpcclient.InferInput("text", [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+    result = client.infer("sentiment", [tensor], client_timeout=120)
+    labels = [x.decode() for x in result.as_numpy("labels")]
+    probs = result.as_numpy("probabilities").reshape(len(texts), len(labels))
+    return probs[:, [labels.index("NEGATIVE"), labels.index("POSITIVE")]]
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_sigterm_answers_the_miss_in_flight_then_closes_the_pools(minilm, redis_server, transport):
+    """uvicorn drains HTTP, then KServe drains gRPC: the pools must outlive both."""
     transformer = TransformerProcess(f"127.0.0.1:{minilm.http_port}", redis_server.url,
                                      extra=["--cache_namespace", f"stop-{uuid.uuid4().hex[:6]}"],
                                      env={"PYTHONWARNINGS": "always::ResourceWarning"}).start()
@@ -210,7 +224,12 @@ def test_sigterm_answers_the_miss_in_flight_then_closes_the_pools(minilm, redis_
     result: dict = {}
 
     def call() -> None:
-        result["response"] = httpx.post(v1(transformer), json={"text": texts}, timeout=120)
+        if transport == "grpc":
+            result["probs"] = grpc_probs(transformer, texts)
+        else:
+            r = httpx.post(v1(transformer), json={"text": texts}, timeout=120)
+            assert r.status_code == 200, r.text
+            result["probs"] = rows_to_probs(r.json()["predictions"])
 
     thread = threading.Thread(target=call)
     try:
@@ -224,9 +243,8 @@ def test_sigterm_answers_the_miss_in_flight_then_closes_the_pools(minilm, redis_
         thread.join(60)
     finally:
         transformer.stop()
-    r = result["response"]
-    assert r.status_code == 200, r.text
-    np.testing.assert_allclose(rows_to_probs(r.json()["predictions"]), predictor_probs(minilm, texts), atol=1e-5)
+    assert "probs" in result, "the request in flight got no answer"
+    np.testing.assert_allclose(result["probs"], predictor_probs(minilm, texts), atol=1e-5)
     assert transformer.proc.returncode == 0, transformer.log()[-3000:]
     assert exit_s < 30, f"exited {exit_s:.1f}s after SIGTERM"
     log = transformer.log()
