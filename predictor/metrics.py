@@ -11,3 +11,5 @@ QUEUED_TEXTS = Gauge("sentiment_predictor_queued_texts", "Texts accepted and wai
 QUEUED_TOKENS = Gauge("sentiment_predictor_queued_tokens", "Tokens of the texts waiting for a forward pass.")
 REJECTED = Counter("sentiment_predictor_rejected_total",
                    "Requests refused before queueing: queue_full (429) or too_many_tokens (413).", ["reason"])
+for _reason in ("queue_full", "too_many_tokens"):  # both series from the start: a rate() needs one to work from
+    REJECTED.labels(reason=_reason)

@@ -142,6 +142,15 @@ PEER_ERRORS: tuple[type[ServiceError], ...] = (BadInput, Forbidden, NotFound, To
                                                Unavailable)
 """The errors a peer's status maps back to, one per HTTP status and one per gRPC code."""
 
+
+
+def _family(cls: type[ServiceError]) -> list[type[ServiceError]]:
+    return [cls, *(member for sub in cls.__subclasses__() for member in _family(sub))]
+
+
+HTTP_STATUSES: tuple[int, ...] = tuple(sorted({cls.http_status for cls in _family(ServiceError)}))
+"""Every HTTP status an error of this family answers, for series that must exist before the first error."""
+
 _BY_HTTP = {cls.http_status: cls for cls in PEER_ERRORS}
 _BY_GRPC = {cls.status_code: cls for cls in PEER_ERRORS}
 assert len(_BY_HTTP) == len(_BY_GRPC) == len(PEER_ERRORS), "the peer error table must be two-way"

@@ -7,13 +7,20 @@ and any whose handler raises `PassThrough` after reading its body) goes to KServ
 Each answered request is reported to `observe(route, status, seconds)`; errors are rendered by
 `serving.errors.rest_response`, as on every other route. Size limits are enforced in front of this
 (`serving.startup.BodyLimit`).
+
+A client that disconnects while its request is being answered cancels the handler: uvicorn does not
+cancel the app itself, and a transformer that gave up on a predictor call (its deadline, or its own
+client gone) would otherwise leave the predictor computing up to `max_request_tokens` for nobody.
+Cancelling the handler cancels its batcher future, which drops the texts not yet computed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,10 +30,24 @@ from .startup import send_json
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[bytes], Awaitable[Any]]
-"""Body in, a value orjson can encode (numpy arrays included) out; a ServiceError for a 4xx/5xx."""
+CLIENT_CLOSED_REQUEST = 499
+"""The status an abandoned request is counted under (nginx's; no response is sent)."""
+
+Headers = dict[str, str]
+"""A request's headers as KServe's routes hand them to a model: `dict(request.headers)`, lower-case names."""
+Handler = Callable[[bytes, Headers], Awaitable[Any]]
+"""Body and headers in, a value orjson can encode (numpy arrays included) or a `Reply` out; a ServiceError
+for a 4xx/5xx."""
 Observer = Callable[[str, int, float], None]
 Picker = Callable[[dict], bool]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer with response headers (those a model sets, which KServe's routes send too)."""
+
+    value: Any
+    headers: Headers
 
 
 class PassThrough(Exception):
@@ -63,7 +84,17 @@ class FastJsonRoutes:
         body = b""
         try:
             body = await read_body(receive)
-            status, content = 200, orjson.dumps(await handler(body), option=orjson.OPT_SERIALIZE_NUMPY)
+            async with _CancelledOnDisconnect(receive) as watch:
+                answer = await handler(body, request_headers(scope))
+            if watch.disconnected:  # nobody to answer
+                if self.observe is not None:
+                    self.observe(path, CLIENT_CLOSED_REQUEST, time.perf_counter() - start)
+                return
+            if isinstance(answer, Reply):
+                headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value
+                           in answer.headers.items() if name.lower() not in _OWN_HEADERS]
+                answer = answer.value
+            status, content = 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
         except PassThrough:
             await self.app(scope, _replay(body, receive), send)
             return
@@ -75,6 +106,49 @@ class FastJsonRoutes:
         await send_json(send, status, content, headers)
         if self.observe is not None:
             self.observe(path, status, time.perf_counter() - start)
+
+
+class _CancelledOnDisconnect:
+    """Cancels the task that entered it when the client disconnects before it leaves.
+
+    The handler runs in the request's own task (no second task per request on the hot path); one
+    small task waits on `receive()`, which after the body answers nothing but `http.disconnect`.
+    Leaving the block after a disconnect swallows that cancellation only; any other (uvicorn
+    cancelling at the end of a shutdown's grace period) propagates.
+    """
+
+    def __init__(self, receive):
+        self.receive = receive
+        self.disconnected = False
+        self._task: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
+
+    async def __aenter__(self) -> _CancelledOnDisconnect:
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    async def _watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass  # a body part after the last one: not for this request
+        self.disconnected = True
+        self._task.cancel()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if not self._watcher.done():
+            self._watcher.cancel()
+        if self.disconnected and self._task.uncancel() == 0:
+            return exc_type is None or issubclass(exc_type, asyncio.CancelledError)
+        return False
+
+
+_OWN_HEADERS = frozenset({"content-length", "content-type"})
+"""Response headers this module writes itself (KServe's routes drop a model's too)."""
+
+
+def request_headers(scope: dict) -> Headers:
+    """As Starlette's `dict(request.headers)`: latin-1, lower-case names (ASGI's), the last of repeated ones."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
 def _replay(body: bytes, receive):

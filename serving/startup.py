@@ -1,20 +1,24 @@
-"""Process start-up shared by both services: the one place that reaches into KServe internals.
+"""Process start-up shared by both services: where KServe internals are patched, and checked.
 
-`serve` checks every internal it relies on before touching it (`check_kserve`), so a KServe
-upgrade that moves one fails at start-up with a message instead of silently serving without
-the fix. KServe is imported here lazily: settings and tests never need it.
+The patches live here; the internals the request paths call live in `serving.kserve_seam`. `serve`
+checks every one before serving (`check_kserve`): it sends an in-process request through each
+patched or called path and checks the answer, so a KServe upgrade that changes one fails at start
+with its name instead of silently serving without the fix. KServe is imported here lazily:
+settings and tests never need it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import logging
 import logging.handlers
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import uvloop
 
 from .errors import BadInput, Forbidden, InternalError, SchemaViolation, ServiceError, TooLarge, rest_response
@@ -26,6 +30,7 @@ KSERVE_APP = "kserve.model_server:app"
 """Where uvicorn imports the app from (KServe's FASTAPI_APP_IMPORT_STRING): our wrappers go there."""
 
 AppWrapper = Callable[[Any], Any]
+Closer = Callable[[], Awaitable[None]]
 
 
 class KServeChanged(RuntimeError):
@@ -33,11 +38,14 @@ class KServeChanged(RuntimeError):
 
 
 def check_kserve() -> None:
-    """Raise KServeChanged naming every internal that moved."""
+    """Raise KServeChanged naming every internal that moved or behaves differently.
+
+    A few are names (where uvicorn imports the app from, the coroutine `start` runs); the rest are
+    behaviour: `_self_test` sends one in-process request through each path this service patches or
+    calls (KServe's REST routes with our error handlers, the refused model repository, the gRPC
+    interceptor, `serving.kserve_seam`) and checks the answer's shape.
+    """
     from kserve import model_server
-    from kserve.protocol.grpc import interceptors
-    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-    from kserve.protocol.rest import server as rest
 
     constants = importlib.import_module("kserve.constants.constants")  # `kserve.constants` is rebound by kserve
     problems = []
@@ -45,20 +53,190 @@ def check_kserve() -> None:
         problems.append(f"uvicorn no longer imports the app from {KSERVE_APP}")
     if not hasattr(model_server, "app"):
         problems.append("kserve.model_server.app is gone")
-    handlers = getattr(getattr(rest, "RESTServer", None), "_add_exception_handlers", None)
-    names = handlers.__code__.co_names if handlers else ()
-    for name in ("not_implemented_error_handler", "generic_exception_handler"):
-        if name not in names or not hasattr(rest, name):
-            problems.append(f"RESTServer no longer installs kserve.protocol.rest.server.{name}")
-    for name in ("load", "unload"):
-        if not callable(getattr(ModelRepositoryExtension, name, None)):
-            problems.append(f"ModelRepositoryExtension.{name} is gone")
-    interceptor = getattr(interceptors, "ExceptionToStatusInterceptor", None)
-    if interceptor is None or "GrpcException" not in interceptor.handle_exception.__code__.co_names:
-        problems.append("KServe's gRPC interceptor no longer passes GrpcException codes through")
+    start = getattr(model_server.ModelServer, "start", None)
+    if (not inspect.iscoroutinefunction(getattr(model_server.ModelServer, "_serve", None))
+            or "_serve" not in getattr(getattr(start, "__code__", None), "co_names", ())):
+        problems.append("ModelServer.start no longer serves through the coroutine ModelServer._serve")
+    if not problems:
+        problems = asyncio.run(_self_test())
     if problems:
         raise KServeChanged("this KServe version differs from the one this service was built for (see "
                             "constraints.txt): " + "; ".join(problems))
+
+
+SELF_TEST_MODEL = "kserve-self-test"
+"""The probe model's name; KServe's request_*_seconds histograms carry one series of it, never observed again."""
+
+
+async def _self_test() -> list[str]:
+    """What differs from the KServe this was built for, found by using it: one problem per path."""
+    import httpx
+    from fastapi import FastAPI
+    from kserve import Model, model_server
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from kserve.protocol.rest.server import RESTServer
+
+    try:
+        from . import kserve_seam
+    except ImportError as exc:
+        return [f"serving.kserve_seam cannot import what it uses: {exc}"]
+
+    class Probe(Model):
+        def __init__(self):
+            super().__init__(SELF_TEST_MODEL, return_response_headers=True)
+            self.ready = True
+            self.fault: Exception | None = None
+            self.headers: dict | None = None
+
+        async def predict(self, payload, headers=None, response_headers=None):
+            self.headers = headers
+            if response_headers is not None:
+                response_headers["x-self-test"] = "1"
+            if self.fault is not None:
+                raise self.fault
+            return InferResponse(response_id="self-test", model_name=self.name,
+                                 infer_outputs=[InferOutput("out", [1], "FP32", [0.5])])
+
+    probe = Probe()
+    repository = ModelRepository()
+    repository.update(probe)
+    extension = ModelRepositoryExtension(repository)
+    _refuse_model_repository_changes(extension)
+    app = FastAPI()
+    _install_error_handlers(app)
+    served, model_server.app = model_server.app, app  # KServe builds its routes on whatever app that names
+    try:
+        with _quiet(logging.getLogger("kserve")):  # its start-up lines, said again when it really starts
+            RESTServer(KSERVE_APP, DataPlane(repository), extension, 0).create_application()
+    finally:
+        model_server.app = served
+    problems: list[str] = []
+    v2 = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["self-test"]}]}
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)  # Starlette re-raises after a 500 handler
+    async with httpx.AsyncClient(transport=transport, base_url="http://self-test") as client:
+        async def expect(what: str, path: str, status: int, error: str | None, body: Any = v2,
+                         fault: Exception | None = None) -> None:
+            probe.fault = fault
+            r = await client.post(path, json=body)
+            try:
+                answer = r.json()
+            except ValueError:
+                answer = None
+            if error is None:
+                ok = r.status_code == status and _v2_data(answer) == [0.5]
+            else:
+                ok = r.status_code == status and isinstance(answer, dict) and str(answer.get("error")).startswith(error)
+            if not ok:
+                problems.append(f"{what}: POST {path} answered {r.status_code} {r.text[:160]!r}, not {status}"
+                                + (f" {{'error': {error!r}...}}" if error else " with the model's output"))
+
+        infer = f"/v2/models/{SELF_TEST_MODEL}/infer"
+        with _quiet(log):  # the unexpected-error handler logs the probe's fault otherwise
+            await expect("KServe's v2 REST infer route", infer, 200, None)
+            await expect("the ServiceError handler on KServe's routes", infer, 413, "self-test",
+                         fault=TooLarge("self-test"))
+            await expect("kserve.protocol.rest.server.generic_exception_handler (replaced by ours)", infer, 500,
+                         "internal error; see the server log", fault=RuntimeError("self-test"))
+            await expect("kserve.protocol.rest.server.not_implemented_error_handler (replaced by ours)",
+                         f"/v2/models/{SELF_TEST_MODEL}/versions/1/infer", 400, "not supported by this server")
+            await expect("the request-validation handler on KServe's routes", infer, 422,
+                         "request does not match the schema", body={"inputs": 5})
+            await expect("ModelRepositoryExtension.unload (refused)", f"/v2/repository/models/{SELF_TEST_MODEL}/unload",
+                         403, "the model repository API is disabled", body=None)
+    problems += await _grpc_problems()
+    problems += await _seam_problems(kserve_seam, probe, v2)
+    return problems
+
+
+def _v2_data(answer: Any) -> Any:
+    try:
+        return answer["outputs"][0]["data"]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+async def _grpc_problems() -> list[str]:
+    """KServe's gRPC interceptor must answer our errors with their own code and message."""
+    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+
+    class Aborted(Exception):
+        pass
+
+    class Context:  # the one ServicerContext call an interceptor makes for an error
+        aborted: tuple | None = None
+
+        async def abort(self, code, details):
+            self.aborted = (code, details)
+            raise Aborted
+
+    context = Context()
+    error = TooLarge("self-test")
+    try:
+        await ExceptionToStatusInterceptor().handle_exception(error, None, context, "/inference.GRPCInferenceService/"
+                                                              "ModelInfer")
+    except Aborted:
+        pass
+    except Exception as exc:  # whatever it raised, it is not the abort we rely on
+        return [f"KServe's gRPC interceptor raised {type(exc).__name__} for a GrpcException instead of aborting"]
+    if context.aborted != (error.status_code, error.message):
+        return [f"KServe's gRPC interceptor answers a GrpcException with {context.aborted}, not its own code and "
+                "details"]
+    return []
+
+
+async def _seam_problems(seam: Any, probe: Any, v2: dict) -> list[str]:
+    """Each KServe internal `serving.kserve_seam` uses, used once."""
+    problems = []
+    try:
+        request = seam.v2_request(orjson.dumps(v2), SELF_TEST_MODEL)
+        [tensor] = request.inputs
+        if (tensor.name, tensor.datatype, list(tensor.shape)) != ("text", "BYTES", [1]):
+            problems.append(f"KServe's v2 request schema reads a BYTES input as {tensor.name, tensor.datatype}")
+        if [x.decode() if isinstance(x, bytes) else x for x in tensor.as_numpy().tolist()] != ["self-test"]:
+            problems.append("KServe's InferRequest no longer decodes a BYTES input's data")
+    except Exception as exc:  # any failure names the internal
+        problems.append(f"kserve_seam.v2_request (InferenceRequest, InferRequest.from_inference_request): {exc!r}")
+        request = None
+    try:
+        seam.v2_request(b'{"inputs": 5}', SELF_TEST_MODEL)
+        problems.append("KServe's v2 request schema accepts inputs that are not a list")
+    except SchemaViolation:
+        pass
+    except Exception as exc:
+        problems.append(f"kserve_seam.v2_request refuses a malformed body with {exc!r}, not a 422")
+    event = {"specversion": "1.0", "id": "1", "source": "self-test", "type": "t", "time": "2024-01-01T00:00:00Z",
+             "data": {"instances": ["x"]}}
+    if not seam.is_structured_cloudevent(event) or seam.is_structured_cloudevent({"instances": ["x"]}):
+        problems.append("kserve.utils.utils.is_structured_cloudevent tells events from bodies differently")
+    if request is not None:
+        probe.fault = None
+        try:
+            response, headers = await seam.call_model(probe, request, {"x-request-id": "self-test"})
+            if (probe.headers or {}).get("x-request-id") != "self-test":
+                problems.append("Model.__call__ no longer passes the request headers to predict")
+            elif headers != {"x-self-test": "1"}:
+                problems.append(f"Model.__call__ answers {headers!r}, not the response headers the model set")
+            elif _v2_data(seam.v2_json(response)) != [0.5]:
+                problems.append("InferResponse.to_rest no longer answers the model's output")
+        except Exception as exc:
+            problems.append(f"Model.__call__ no longer answers (response, response headers): {exc!r}")
+    return problems
+
+
+class _quiet:
+    """Silence a logger for a block (the self-test's deliberate faults)."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+
+    def __enter__(self) -> None:
+        self.disabled, self.logger.disabled = self.logger.disabled, True
+
+    def __exit__(self, *exc) -> None:
+        self.logger.disabled = self.disabled
 
 
 def check_workers(workers: int) -> None:
@@ -107,10 +285,12 @@ def show_service_logs() -> None:
             logger.propagate = False
 
 
-def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = None) -> None:
+def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = None,
+          close: Closer | None = None) -> None:
     """Start KServe's ModelServer for `model` with this service's error handling and limits.
 
     `wrap_app` gets KServe's FastAPI app (to add routes) and returns the ASGI app to serve.
+    `close` is awaited on the serving loop once both servers have stopped (`_close_when_stopped`).
     """
     check_workers(settings.workers)
     check_kserve()
@@ -123,7 +303,9 @@ def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = No
     app = model_server.app
     _install_error_handlers(app)
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1)
-    _refuse_model_repository_changes(server)
+    _refuse_model_repository_changes(server.model_repository_extension)
+    if close is not None:
+        _close_when_stopped(server, close)
     _quiet_request_logs(settings.log_requests)
     served = wrap_app(app) if wrap_app else app
     model_server.app = BodyLimit(served, settings.max_body_bytes)
@@ -174,21 +356,39 @@ async def _unexpected_error_handler(_: Any, exc: Exception):
     return error_response(InternalError("internal error; see the server log"))
 
 
-def _refuse_model_repository_changes(server: Any) -> None:
+def _refuse_model_repository_changes(repository: Any) -> None:
     """Refuse the Open Inference Protocol's model repository load/unload, over REST and gRPC.
 
     KServe answers them for anyone who can reach the server, so one unauthenticated
     `POST /v2/repository/models/<name>/unload` would take the model offline until the pod
     restarts. A serving pod here holds one fixed model; changing it is a rollout.
     """
-    repository = server.model_repository_extension
-
     async def refuse(model_name: str) -> None:
         raise Forbidden(f"the model repository API is disabled: model {model_name!r} cannot be loaded or "
                         "unloaded at run time; roll out a new revision to change the model")
 
     repository.load = refuse
     repository.unload = refuse
+
+
+def _close_when_stopped(server: Any, close: Closer) -> None:
+    """Await `close` on the serving loop after the last accepted request is answered.
+
+    On SIGTERM uvicorn stops accepting, lets the HTTP requests under way finish (KServe's grace
+    period), and re-raises the signal to KServe, which starts stopping the gRPC server (its grace
+    period again) and calls each model's synchronous `stop()`. `asyncio.run` then cancels every task
+    still pending. The one point where both servers have drained and the loop still runs is the end
+    of `ModelServer._serve`, the coroutine `start` hands to `asyncio.run`: there, pools close cleanly.
+    """
+    serve_until_stopped = server._serve
+
+    async def serve_then_close() -> None:
+        try:
+            await serve_until_stopped()
+        finally:
+            await close()
+
+    server._serve = serve_then_close
 
 
 def _quiet_request_logs(log_requests: bool) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.processes import (
     REPO,
@@ -229,6 +230,49 @@ def prometheus(model_dir):
         finally:
             for proc in reversed(procs):
                 proc.stop()
+
+
+SELECTOR = re.compile(r"\b(sentiment_\w+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def selectors(queries: list[Query]) -> set[tuple[str, tuple[tuple[str, str, str], ...]]]:
+    """Each `sentiment_*` series selector of the queries: its name and label matchers."""
+    return {(name, tuple(MATCHER.findall(labels or ""))) for q in queries for name, labels in SELECTOR.findall(q.expr)}
+
+
+def matches(labels: dict[str, str], matchers: tuple[tuple[str, str, str], ...]) -> bool:
+    """PromQL's matching: an absent label is the empty string, regexes are anchored."""
+    for label, op, value in matchers:
+        actual = labels.get(label, "")
+        found = re.fullmatch(value, actual) is not None if op in ("=~", "!~") else actual == value
+        if found != (op in ("=", "=~")):
+            return False
+    return True
+
+
+def test_a_fresh_stack_has_every_series_the_dashboard_and_rules_query(model_dir, redis_server):
+    """Before any request: every selector of the dashboard and the rules (name and labels) has a sample, so
+    no panel says "No data" and every rate() has a series to work from on a healthy stack."""
+    wanted = selectors(dashboard_queries(json.loads(DASHBOARD.read_text()))
+                       + rule_queries(yaml.safe_load(RULES.read_text())))
+    assert {name for name, _ in wanted} >= {"sentiment_cache_errors_total", "sentiment_predictor_errors_total",
+                                            "sentiment_predictor_rejected_total"}
+    predictor = PredictorProcess(model_dir).start()
+    transformer = None
+    try:
+        transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis_server.url).start()
+        samples = [(sample.name, sample.labels) for server in (predictor, transformer)
+                   for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
+                   for sample in family.samples]
+    finally:
+        if transformer is not None:
+            transformer.stop()
+        predictor.stop()
+    missing = sorted(name + "{" + ", ".join(f'{label}{op}"{value}"' for label, op, value in matchers) + "}"
+                     for name, matchers in wanted
+                     if not any(n == name and matches(labels, matchers) for n, labels in samples))
+    assert not missing, "no sample on a fresh stack for:\n" + "\n".join(missing)
 
 
 def test_promtool_accepts_the_rules(tmp_path):

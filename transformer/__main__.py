@@ -41,9 +41,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def wrap(app):
         install_routes(app, s.model_name)
-        return FastJsonRoutes(app, routes.table(), metrics.observe_request)
+        table = routes.table()
+        return FastJsonRoutes(app, table, metrics.request_observer(table))
 
-    serve(SentimentTransformer(s.model_name, s.limits, classifier), s, wrap)
+    transformer = SentimentTransformer(s.model_name, s.limits, classifier)
+    serve(transformer, s, wrap, close=transformer.close)
 
 
 if __name__ == "__main__":

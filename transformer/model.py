@@ -30,6 +30,18 @@ class SentimentTransformer(Model):
         self.ready = True
         return self.ready
 
+    def stop(self) -> None:
+        """KServe's stop hook, called once HTTP has drained (gRPC may still be draining): the pools stay
+        open for those requests, and `close` shuts them after the last one (serving.startup.serve)."""
+        self.ready = False
+
+    async def close(self) -> None:
+        """Close the predictor client and the cache's connection pool."""
+        try:
+            await self.classifier.client.close()
+        finally:
+            await self.classifier.cache.close()
+
     def get_input_types(self) -> list[dict]:
         return input_types()
 

@@ -16,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 
 from serving.errors import SchemaViolation
-from serving.fast_routes import Handler
+from serving.fast_routes import Handler, Headers
 from serving.limits import TextLimits, check_texts
 from serving.protocol import labelled
 
@@ -70,12 +70,12 @@ class JsonRoutes:
     def table(self) -> dict[str, Handler]:
         return {self.v1_path: self.v1_predict, "/bulk-predict": self.bulk_predict}
 
-    async def v1_predict(self, body: bytes) -> dict[str, Any]:
+    async def v1_predict(self, body: bytes, _: Headers | None = None) -> dict[str, Any]:
         """`{"text": [...]}` or `{"instances": [...]}` -> `{"predictions": [...]}`; 400 for bad input."""
         answer = await self.classifier.classify(texts_from_json(body, self.limits))
         return {"predictions": labelled(answer.probs, answer.labels)}
 
-    async def bulk_predict(self, body: bytes) -> dict[str, Any]:
+    async def bulk_predict(self, body: bytes, _: Headers | None = None) -> dict[str, Any]:
         """The original contract: 422 unless the body is `{"text": list[str]}`; 413 past the limits."""
         try:
             texts = _REQUEST.validate_json(body).text

@@ -20,16 +20,40 @@ def test_the_pinned_kserve_passes_the_guard():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
+REST = "from kserve.protocol.rest.server import RESTServer as m; add = m._add_exception_handlers\n"
+REPLY = "from starlette.responses import JSONResponse\n"
+
+
 @pytest.mark.parametrize(("break_kserve", "named"), [
-    ("import kserve.protocol.rest.server as m; del m.not_implemented_error_handler",
+    # KServe installing other handlers for the exceptions whose handlers we replace.
+    (REST + REPLY + "def other(self, app):\n    add(self, app)\n"
+     "    app.add_exception_handler(NotImplementedError, lambda r, e: JSONResponse({'x': 1}, 501))\n"
+     "m._add_exception_handlers = other",
      "kserve.protocol.rest.server.not_implemented_error_handler"),
-    ("import kserve.protocol.rest.server as m; del m.generic_exception_handler",
+    (REST + REPLY + "def other(self, app):\n    add(self, app)\n"
+     "    app.add_exception_handler(Exception, lambda r, e: JSONResponse({'x': 1}, 500))\n"
+     "m._add_exception_handlers = other",
      "kserve.protocol.rest.server.generic_exception_handler"),
-    ("from kserve.protocol.model_repository_extension import ModelRepositoryExtension as m; del m.unload",
-     "ModelRepositoryExtension.unload"),
+    # The REST unload route no longer going through the extension we refuse on.
+    ("from kserve.protocol.rest.v2_endpoints import V2Endpoints as m\n"
+     "async def unload(self, model_name): return {'name': model_name, 'unload': True}\nm.unload = unload",
+     "ModelRepositoryExtension.unload (refused)"),
+    ("from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor as m\n"
+     "async def handle(self, ex, request, context, method): await context.abort(None, 'internal')\n"
+     "m.handle_exception = handle",
+     "KServe's gRPC interceptor"),
+    ("import importlib; m = importlib.import_module('kserve.utils.utils')\n"
+     "m.is_structured_cloudevent = lambda body: False",
+     "kserve.utils.utils.is_structured_cloudevent"),
+    ("import importlib; m = importlib.import_module('kserve.utils.utils'); del m.is_structured_cloudevent",
+     "serving.kserve_seam cannot import"),
+    ("from kserve import Model\nasync def call(self, body, headers=None, verb=None): return {}\n"
+     "Model.__call__ = call",
+     "Model.__call__ no longer answers (response, response headers)"),
     ("import importlib; m = importlib.import_module('kserve.constants.constants'); "
      "m.FASTAPI_APP_IMPORT_STRING = 'elsewhere:app'",
      "kserve.model_server:app"),
+    ("from kserve.model_server import ModelServer as m; del m._serve", "ModelServer._serve"),
 ])
 def test_a_moved_kserve_internal_fails_start_up_loudly(break_kserve, named):
     result = run_python(f"{break_kserve}\nfrom serving.startup import check_kserve; check_kserve()")
