@@ -60,9 +60,12 @@ class ServerSettings:
 
 def build_parser(cls: type, prog: str, description: str, parent: argparse.ArgumentParser | None = None,
                  add_help: bool = True) -> argparse.ArgumentParser:
-    """A parser with one flag per setting of `cls`, on top of KServe's own flags when `parent` is given."""
+    """A parser with one flag per setting of `cls`, on top of KServe's own flags when `parent` is given.
+
+    No abbreviations: a prefix of one flag would silently set another (`--redis_password pw` once set
+    a password-file flag), and the early parse must not take a KServe flag for one of ours."""
     parser = argparse.ArgumentParser(prog=prog, description=description, parents=[parent] if parent else [],
-                                     conflict_handler="resolve", add_help=add_help, allow_abbrev=add_help)
+                                     conflict_handler="resolve", add_help=add_help, allow_abbrev=False)
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if "parse" not in meta or not meta["flag"]:

@@ -79,3 +79,10 @@ def test_the_readme_lists_every_setting():
                 assert f"`--{f.name}`" in section, f"README's Configuration lacks --{f.name}"
             if f.metadata.get("env"):
                 assert f"`{f.metadata['env']}`" in section, f"README's Configuration lacks {f.metadata['env']}"
+
+
+def test_a_prefix_of_a_flag_is_not_taken_for_it():
+    from serving.settings import ServerSettings, build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser(ServerSettings, "x", "y").parse_args(["--max_body", "5"])
