@@ -35,9 +35,13 @@ WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
                  "pytorch_model.bin.index.json")
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model-int8-per-channel.onnx"
+CALIBRATION_FILE = "calibration.jsonl"
+"""Texts `--runtime auto` judges the quantized candidates on (predictor.calibration), one JSON object a line."""
+DECISIONS_FILE = "runtime-decisions.json"
+"""The runtime `auto` chose per CPU class, with the measured figures (predictor.calibration)."""
 EXPORT_MANIFEST = "sentiment-export.json"
 """Written by `predictor.export` beside the files it exports: the source model's fingerprint, and each
-file's size and hash."""
+file's size and hash (the calibration set and the recorded decisions included)."""
 HASHED_AT_START_BYTES = 4 << 20
 """Files of an export up to this size (config, tokenizer) are re-hashed against the manifest at every
 start; larger ones (the ONNX models: 90-270 MB) are checked by size, as the image layer holding them is immutable."""
