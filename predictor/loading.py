@@ -13,9 +13,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .calibration import RuntimeChoice, auto_classifier, read_cpu_flags
 from .classifier import SentimentClassifier
 from .cpu import ComputePlan, compute_plan
+from .gate import Decision, cpu_class
 from .model_dir import CONFIG_FILE
+from .runtimes import AUTO
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,7 @@ WARM_UP_TEXT = "warm-up sentence for the first forward pass"
 class LoadedModel:
     classifier: SentimentClassifier
     plan: ComputePlan
+    runtime: RuntimeChoice
 
 
 def wait_for_model(model_dir: Path, timeout_s: float, poll_s: float = 0.05) -> None:
@@ -46,13 +50,17 @@ def load_model(s: PredictorSettings) -> LoadedModel:
     if s.model_init_mode == "async":
         wait_for_model(Path(s.model_dir), s.model_wait_s)
     plan = compute_plan(s.parallel_passes, s.threads)
-    classifier = SentimentClassifier(s.model_dir, runtime=s.runtime, max_length=s.max_length,
-                                     threads=plan.threads, onnx_cache_dir=s.onnx_cache_dir)
+    if s.runtime == AUTO:
+        classifier, choice = auto_classifier(Path(s.model_dir), plan.threads, s.max_length, Path(s.onnx_cache_dir))
+    else:
+        classifier = SentimentClassifier(s.model_dir, runtime=s.runtime, max_length=s.max_length,
+                                         threads=plan.threads, onnx_cache_dir=s.onnx_cache_dir)
+        choice = RuntimeChoice(Decision(s.runtime, "requested", "--runtime"), "flag", cpu_class(read_cpu_flags()))
     # ONNX Runtime's first pass costs what later ones do (measured: 6 vs 5 ms for one MiniLM text, 67 vs
     # 62 ms for 32), so one short text proves the model runs. torch builds its kernels for each new
     # shape on first use, so it is warmed at the largest batch.
-    classifier.predict([WARM_UP_TEXT] * (s.max_batch_size if s.runtime.startswith("torch") else 1))
-    return LoadedModel(classifier, plan)
+    classifier.predict([WARM_UP_TEXT] * (s.max_batch_size if classifier.runtime.startswith("torch") else 1))
+    return LoadedModel(classifier, plan, choice)
 
 
 def load_in_background(s: PredictorSettings) -> Future[LoadedModel]:

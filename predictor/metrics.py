@@ -13,3 +13,8 @@ REJECTED = Counter("sentiment_predictor_rejected_total",
                    "Requests refused before queueing: queue_full (429) or too_many_tokens (413).", ["reason"])
 for _reason in ("queue_full", "too_many_tokens"):  # both series from the start: a rate() needs one to work from
     REJECTED.labels(reason=_reason)
+RUNTIME_INFO = Gauge("sentiment_predictor_runtime_info",
+                     "1 for the runtime this predictor serves; reason: requested (--runtime), or --runtime auto's "
+                     "fastest-passing, gate-failed, not-faster, no-calibration-set (predictor/gate.py); source: flag, "
+                     "export (recorded for this CPU class) or start-up (measured).",
+                     ["runtime", "reason", "source", "cpu_class"])

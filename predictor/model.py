@@ -13,8 +13,10 @@ from serving.limits import check_texts, json_body
 from serving.protocol import input_types, output_types, texts_from_v2, v1_response, v2_response
 
 from .batcher import BatchQueue
+from .calibration import RuntimeChoice
 from .classifier import SentimentClassifier
 from .loading import LoadedModel, load_model
+from .metrics import RUNTIME_INFO
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ class SentimentPredictor(Model):
         self.settings = settings
         self.classifier: SentimentClassifier | None = None
         self.batcher: BatchQueue | None = None
+        self.runtime_choice: RuntimeChoice | None = None
 
     def load(self, loaded: LoadedModel | None = None) -> bool:
         """Serve `loaded` (the model `python -m predictor` loaded while KServe was imported), or load it now."""
@@ -40,8 +43,10 @@ class SentimentPredictor(Model):
                                   max_batch_tokens=s.max_batch_tokens, max_request_tokens=s.max_request_tokens,
                                   max_queued_tokens=s.max_queued_tokens, workers=plan.passes)
         self.batcher.start()
-        log.info("model %s loaded from %s: labels=%s version=%s runtime=%s", self.name, s.model_dir,
-                 self.classifier.labels, self.classifier.version, s.runtime)
+        choice = self.runtime_choice = loaded.runtime
+        RUNTIME_INFO.labels(choice.runtime, choice.decision.reason, choice.source, choice.cpu_class).set(1)
+        log.info("model %s loaded from %s: labels=%s version=%s %s", self.name, s.model_dir,
+                 self.classifier.labels, self.classifier.version, choice.describe())
         self.ready = True
         return self.ready
 
@@ -57,6 +62,16 @@ class SentimentPredictor(Model):
     @property
     def version(self) -> str:
         return self.classifier.version
+
+    @property
+    def platform(self) -> str:
+        """The v2 metadata's `platform` (serving.startup fills it in): the runtime serving, and why."""
+        choice = self.runtime_choice
+        if choice is None:
+            return ""
+        return choice.runtime if choice.source == "flag" else (
+            f"{choice.runtime} (--runtime auto: {choice.decision.reason}, decided at {choice.source} for CPU class "
+            f"{choice.cpu_class})")
 
     def get_input_types(self) -> list[dict]:
         return input_types()

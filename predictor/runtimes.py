@@ -23,6 +23,8 @@ from .model_dir import ONNX_FP32, ONNX_INT8
 log = logging.getLogger(__name__)
 
 RUNTIMES: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+AUTO = "auto"
+"""Not a backend: the fastest ONNX runtime that passes the accuracy gate (predictor.gate, predictor.calibration)."""
 TORCH_FREE_HINT = ("ship the ONNX export in the model directory (python -m predictor.export MODEL_DIR --out DIR), "
                    "or run the sentiment-predictor-torch image")
 

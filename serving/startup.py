@@ -304,6 +304,7 @@ def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = No
     _install_error_handlers(app)
     server = kserve.ModelServer(http_port=settings.http_port, grpc_port=settings.grpc_port, workers=1)
     _refuse_model_repository_changes(server.model_repository_extension)
+    _describe_model_in_metadata(server.dataplane, model)
     if close is not None:
         _close_when_stopped(server, close)
     _quiet_request_logs(settings.log_requests)
@@ -311,6 +312,22 @@ def serve(model: Any, settings: ServerSettings, wrap_app: AppWrapper | None = No
     model_server.app = BodyLimit(served, settings.max_body_bytes)
     _use_uvloop()
     server.start([model])
+
+
+def _describe_model_in_metadata(dataplane: Any, model: Any) -> None:
+    """Fill the v2 model metadata's `platform` and `versions` (KServe answers "" and none) from the model's
+    `platform` and `version` attributes, where it has them: REST and gRPC both ask the data plane."""
+    metadata = dataplane.model_metadata
+
+    async def model_metadata(model_name: str) -> dict:
+        answer = await metadata(model_name)
+        if model_name == model.name:
+            platform, version = getattr(model, "platform", None), getattr(model, "version", None)
+            answer = {**answer, **({"platform": platform} if platform else {}),
+                      **({"versions": [version]} if version else {})}
+        return answer
+
+    dataplane.model_metadata = model_metadata
 
 
 def _install_error_handlers(app: Any) -> None:

@@ -112,8 +112,13 @@ def test_metadata_declares_the_real_tensors(predictor):
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
                                {"name": "labels", "datatype": "BYTES", "shape": [2]}]
+    # The runtime serving (the default, named by --runtime) and the model version its answers carry.
+    version = httpx.post(f"{predictor.url}/v1/models/sentiment:predict", json={"instances": ["ok"]}).json()[
+        "model_version"]
+    assert (meta["platform"], meta["versions"]) == ("onnx", [version]) and version.endswith("-onnx")
     grpc_meta = grpcclient.InferenceServerClient(predictor.grpc_target).get_model_metadata("sentiment")
     assert [o.name for o in grpc_meta.outputs] == ["probabilities", "labels"]
+    assert grpc_meta.platform == "onnx"
 
 
 def test_ready_endpoints(predictor):
