@@ -33,10 +33,10 @@ transformer's MatMuls on x86 (it would cast back to fp32), so no half-precision 
 CANDIDATE_FILES = {"onnx": ONNX_FP32, "onnx-int8": ONNX_INT8}
 SST2_SAMPLE_TEXTS = 1000
 SST2_SAMPLE_SEED = 22
-STARTUP_TEXTS = 256
-"""Texts measured at start-up when the pod's CPU class has no recorded decision: MiniLM takes about
-1.5 s for both candidates on 2 cores, DistilBERT about 5 s. 256 texts still resolve the gate's 99.5%
-(one disagreement allowed)."""
+STARTUP_TEXTS = 128
+"""Texts measured at start-up when the pod's CPU class has no recorded decision, both candidates' sessions
+loaded included (bench/auto_runtime.py: README, Performance). On 128 texts the gate's 99.5% allows no
+disagreement at all: a start-up measurement errs towards fp32."""
 PASS_TEXTS, PASS_TOKENS = 32, 512
 """Passes as the batcher fills them under load (--max_batch_size, --max_batch_tokens defaults)."""
 
