@@ -200,3 +200,14 @@ def test_calibration_passes_are_the_batcher_s_sizes(tiny):
     for batch in batches:
         assert len(batch) <= PASS_TEXTS and len(batch) * max(len(e.ids) for e in batch) <= PASS_TOKENS
     assert [len(b) for b in batches] == [8, 32, 5]  # 9 x 62 tokens > 512; then 32 texts at most
+
+
+def test_the_export_takes_its_calibration_texts_from_a_file_or_none(tiny, tmp_path):
+    from predictor.export import main
+
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n\n")
+    main([str(tiny), "--out", str(tmp_path / "given"), "--calibration", str(tmp_path / "texts.txt")])
+    assert shipped_calibration(tmp_path / "given") == TEXTS
+    assert recorded_decision(tmp_path / "given", THIS_CPU) is not None
+    main([str(tiny), "--out", str(tmp_path / "none"), "--no-calibration"])
+    assert not (tmp_path / "none" / CALIBRATION_FILE).exists() and not (tmp_path / "none" / DECISIONS_FILE).exists()
