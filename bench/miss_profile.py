@@ -32,8 +32,9 @@ from pathlib import Path
 import httpx
 
 from bench.common import load_average, table, write_result
-from bench.k6_mix import k6, sentences, warm
+from bench.driver import k6, warm
 from bench.stack import local_stack
+from harness.sst2 import sentences
 
 
 def histogram_sums(url: str, name: str) -> tuple[float, float]:

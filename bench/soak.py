@@ -26,9 +26,9 @@ import psutil
 import redis
 
 from bench.common import SHARED, table, write_result
-from bench.k6_mix import sentences
 from harness.clients import predictor_answers, rows_to_probs
 from harness.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
+from harness.sst2 import sentences
 
 MODEL = SHARED / "models" / "sentiment-minilm-sst2"
 
