@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from bench.k6_mix import k6_binary
+from bench.driver import k6_binary
 from harness.processes import REPO, TransformerProcess
 
 SCRIPT = REPO / "bench" / "k6" / "deployment.js"
