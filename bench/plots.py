@@ -2,15 +2,19 @@
 
 Renders from the JSON files that exist, without running anything (`make bench` calls it last):
 
-    python -m bench.plots [--results bench/results] [--out DIR]
+    python -m bench.plots [--results bench/results] [--out DIR] [--readme README.md]
 
-Each plot comes from one result file; the report names the file and when it was measured.
+Each plot comes from one result file; the report names the file, when, where and how it was
+measured. With `--out`, each result file rendered is copied beside its plots (publishing it:
+docs/bench/ is what the README quotes); `--readme` rewrites the README's figures block
+(bench.figures) from the result files in the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +25,7 @@ matplotlib.use("Agg")  # headless: no display on servers and CI
 
 import matplotlib.pyplot as plt
 
+from bench import figures
 from bench.common import RESULTS
 
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
@@ -202,10 +207,18 @@ def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
                 written.append(path)
                 images.append(path)
             if images:
+                if out.resolve() != results.resolve():
+                    shutil.copy(source, out / source.name)  # the figures' evidence, beside their plots
                 measured = (f"measured {data.get('when', '?')} on {data.get('cpus', '?')} CPUs "
                             f"({data.get('machine', '?')})")
+                if "command" in data:
+                    measured += f", {figures.measured(data)}"
                 sections.append(f"## {what}\n\nFrom `{source.name}`, {measured}.\n\n"
                                 + "\n\n".join(f"![{p.stem}]({p.name})" for p in images))
+    if out.resolve() != results.resolve():  # the README's figures that have no plot are published too
+        for name in sorted({f.file for f in figures.FIGURES}):
+            if (results / name).is_file():
+                shutil.copy(results / name, out / name)
     report = out / "REPORT.md"
     report.write_text("# Benchmark report\n\nRendered by `python -m bench.plots` from the JSON results in "
                       f"`{_shown(results)}`; `make bench` re-runs the benchmarks and this.\n\n"
@@ -231,5 +244,9 @@ if __name__ == "__main__":
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the *.json results")
     parser.add_argument("--out", type=Path, default=None, help="where to write the PNGs and REPORT.md "
                         "(default: beside the results)")
+    parser.add_argument("--readme", type=Path, default=None, help="rewrite this README's figures block "
+                        "from the result files in the output folder")
     args = parser.parse_args()
     render(args.results, args.out)
+    if args.readme:
+        figures.write_readme(args.readme, args.out or args.results)
