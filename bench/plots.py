@@ -58,7 +58,8 @@ def served(data: dict, title: str) -> plt.Figure:
 
 def k6_series(data: dict) -> dict[str, dict]:
     """Every run a k6 result holds, by name: `result` (this stack), entries of lists such as `series`
-    (named by their `target`), and any other object with a throughput, such as the original's figures."""
+    or `rows` (named by their `target` or `route`), and any other object with a throughput, such as
+    the original's figures."""
     series = {}
     for key, value in data.items():
         runs = value if isinstance(value, list) else [value]
@@ -66,7 +67,7 @@ def k6_series(data: dict) -> dict[str, dict]:
             if isinstance(run, dict) and "requests_per_s" in run:
                 name = "this stack" if key == "result" else key.replace("_", " ")
                 if isinstance(value, list):
-                    name = run.get("target") or run.get("name") or f"{name} {i + 1}"
+                    name = run.get("target") or run.get("route") or run.get("name") or f"{name} {i + 1}"
                 series[name] = run
     return series
 
@@ -74,6 +75,8 @@ def k6_series(data: dict) -> dict[str, dict]:
 def k6_runs(data: dict, title: str) -> plt.Figure:
     """Requests/s and latency percentiles of each run the k6 result holds, side by side."""
     series = k6_series(data)
+    if not series:
+        raise KeyError("requests_per_s")
     fig, (rps, latency) = plt.subplots(1, 2, figsize=(max(11, 3 + 2.2 * len(series)), 4.6))
     names = list(series)
     bars = rps.bar(_wrap(names), [s["requests_per_s"] for s in series.values()],
@@ -121,26 +124,6 @@ def hit_vs_miss(data: dict, title: str) -> plt.Figure:
     return fig
 
 
-def cache_hit(data: dict, title: str) -> plt.Figure:
-    """Requests/s and latency percentiles of the cache-hit path, per route."""
-    fig, (rps, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
-    routes = [r["route"] for r in data["rows"]]
-    bars = rps.bar(routes, [r["requests_per_s"] for r in data["rows"]], color=["C0", "C1"][: len(routes)])
-    rps.bar_label(bars, fmt="%.0f")
-    rps.set(title="Throughput", ylabel="requests/s")
-    for i, row in enumerate(data["rows"]):
-        keys = [k for k in LATENCIES if k in row]
-        latency.bar([LATENCIES.index(k) + i * 0.4 for k in keys], [row[k] for k in keys], 0.4, label=row["route"],
-                    color=f"C{i}")
-    latency.set_xticks([j + 0.2 for j in range(len(LATENCIES))], [k.removesuffix("_ms") for k in LATENCIES])
-    latency.set(title="Latency", ylabel="ms")
-    latency.legend(fontsize=8)
-    for ax in (rps, latency):
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
-    return fig
-
-
 def accuracy(data: dict, title: str) -> plt.Figure:
     """SST-2 dev accuracy and label agreement with fp32 torch, per runtime."""
     rows = data["rows"]
@@ -177,7 +160,7 @@ PLOTS: dict[str, tuple[str, list[tuple[str, Callable[[dict, str], plt.Figure]]]]
     "served_*.json": ("Served predictor: throughput and p50/p99 vs concurrency", [("", served)]),
     "k6_mixed*.json": ("k6, the original test's shape: this stack and the original app",
                       [("", k6_runs), ("_hit_vs_miss", hit_vs_miss)]),
-    "cache_hit.json": ("Cache-hit path through the transformer", [("", cache_hit)]),
+    "cache_hit.json": ("Cache-hit path through the transformer, per route", [("", k6_runs)]),
     "raw_model_*.json": ("Raw offline throughput of the inference core", [("", raw_model)]),
     "accuracy.json": ("SST-2 dev accuracy per runtime", [("", accuracy)]),
 }
