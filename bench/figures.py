@@ -47,28 +47,29 @@ class Figure:
         return f"{self.value(data):,.{self.digits}f}{self.unit}"
 
 
-def _k6(name: str, key: str, unit: str = " ms", digits: int = 0, file: str = "k6_mixed.json") -> Figure:
+K6, INT8, SERVED = "k6_mixed.json", "k6_mixed_onnx_int8.json", "served_distilbert_onnx.json"
+
+
+def _summary(name: str, file: str, key: str, unit: str = " ms", digits: int = 0) -> Figure:
     return Figure(name, file, ("summary", key), unit, digits)
 
 
-def _served(name: str, key: str, runtime: str = "onnx") -> Figure:
-    return Figure(name, f"served_distilbert_{runtime}.json", ("summary", key), "x", 1)
-
-
 FIGURES = (
-    _k6("k6, 10 VUs, 95% hits: this stack", "this_stack_requests_per_s", " req/s"),
-    _k6("k6, 10 VUs, 95% hits: this stack, p99", "this_stack_p99_ms"),
-    _k6("k6, 10 VUs, 95% hits: the original app as written", "original_app_as_written_requests_per_s", " req/s", 1),
-    _k6("this stack vs the original app as written", "x_original_app_as_written_requests_per_s", "x", 1),
-    _k6("k6, 10 VUs, 95% hits: the original app, cache working", "original_app_working_requests_per_s", " req/s"),
-    _k6("this stack vs the original app, cache working", "x_original_app_working_requests_per_s", "x", 1),
-    _k6("fixed 818 req/s (`onnx`): p99", "fixed_rate_p99_ms"),
-    _k6("fixed 818 req/s (`onnx`): hits p99", "fixed_rate_hit_p99_ms"),
-    _k6("fixed 818 req/s (`onnx`): misses p50", "fixed_rate_miss_p50_ms"),
-    _k6("fixed 818 req/s (`onnx`): misses p99", "fixed_rate_miss_p99_ms"),
-    _k6("fixed 818 req/s (`onnx`): dropped iterations", "fixed_rate_dropped_iterations", ""),
-    _k6("fixed 818 req/s (`onnx-int8`): p99", "fixed_rate_p99_ms", file="k6_mixed_onnx_int8.json"),
-    _k6("fixed 818 req/s (`onnx-int8`): misses p99", "fixed_rate_miss_p99_ms", file="k6_mixed_onnx_int8.json"),
+    _summary("k6, 10 VUs, 95% hits: this stack", K6, "this_stack_requests_per_s", " req/s"),
+    _summary("k6, 10 VUs, 95% hits: this stack, p99", K6, "this_stack_p99_ms"),
+    _summary("k6, 10 VUs, 95% hits: the original app as written", K6, "original_app_as_written_requests_per_s",
+             " req/s", 1),
+    _summary("this stack vs the original app as written", K6, "x_original_app_as_written_requests_per_s", "x", 1),
+    _summary("k6, 10 VUs, 95% hits: the original app, cache working", K6, "original_app_working_requests_per_s",
+             " req/s"),
+    _summary("this stack vs the original app, cache working", K6, "x_original_app_working_requests_per_s", "x", 1),
+    _summary("fixed 818 req/s (`onnx`): p99", K6, "fixed_rate_p99_ms"),
+    _summary("fixed 818 req/s (`onnx`): hits p99", K6, "fixed_rate_hit_p99_ms"),
+    _summary("fixed 818 req/s (`onnx`): misses p50", K6, "fixed_rate_miss_p50_ms"),
+    _summary("fixed 818 req/s (`onnx`): misses p99", K6, "fixed_rate_miss_p99_ms"),
+    _summary("fixed 818 req/s (`onnx`): dropped iterations", K6, "fixed_rate_dropped_iterations", ""),
+    _summary("fixed 818 req/s (`onnx-int8`): p99", INT8, "fixed_rate_p99_ms"),
+    _summary("fixed 818 req/s (`onnx-int8`): misses p99", INT8, "fixed_rate_miss_p99_ms"),
     Figure("predictor CPU per miss at 818 req/s", "miss_profile.json", ("breakdown", "predictor_cpu_ms_per_call"),
            " ms", 1),
     Figure("transformer CPU per request at 818 req/s", "miss_profile.json",
@@ -77,14 +78,14 @@ FIGURES = (
            ("rows", {"route": "/v1/models/sentiment:predict"}, "requests_per_s"), " req/s"),
     Figure("cache hits, `/bulk-predict`", "cache_hit.json", ("rows", {"route": "/bulk-predict"}, "requests_per_s"),
            " req/s"),
-    Figure("served DistilBERT `onnx`, batching, 32 clients", "served_distilbert_onnx.json",
+    Figure("served DistilBERT `onnx`, batching, 32 clients", SERVED,
            ("rows", {"server": "batching", "concurrency": 32}, "requests_per_s"), " req/s"),
-    _served("batching vs raw offline batch 32 (`onnx`, 32 clients)", "served_32_vs_raw_batch32"),
-    _served("batching vs the same runtime without batching (`onnx`, 32 clients)",
-            "served_32_vs_no_batching_same_runtime_32"),
-    _served("batching vs naive torch per request (`onnx`, 32 clients)", "served_32_vs_naive_torch_32"),
-    _served("batching vs naive torch per request (`onnx-int8`, 32 clients)", "served_32_vs_naive_torch_32",
-            "onnx-int8"),
+    _summary("batching vs raw offline batch 32 (`onnx`, 32 clients)", SERVED, "served_32_vs_raw_batch32", "x", 2),
+    _summary("batching vs the same runtime without batching (`onnx`, 32 clients)", SERVED,
+             "served_32_vs_no_batching_same_runtime_32", "x", 1),
+    _summary("batching vs naive torch per request (`onnx`, 32 clients)", SERVED, "served_32_vs_naive_torch_32", "x", 1),
+    _summary("batching vs naive torch per request (`onnx-int8`, 32 clients)", "served_distilbert_onnx-int8.json",
+             "served_32_vs_naive_torch_32", "x", 1),
     Figure("misses on a predictor of its own, 1 pass x 2 threads: p99", "parallel_passes.json",
            ("series", {"parallel_passes": 1, "threads": 2}, "p99_ms"), " ms"),
     Figure("misses on a predictor of its own, 2 passes x 1 thread: p99", "parallel_passes.json",
@@ -101,11 +102,16 @@ def measured(data: dict) -> str:
             f"{cpu.get('model_name', '?')} ({isa}), load {load}: `{data.get('command', '?')}`")
 
 
+def published_files(published: Path = PUBLISHED) -> dict[str, dict]:
+    """The results files the figures name that are in `published`, by name, in the figures' order."""
+    files = dict.fromkeys(f.file for f in FIGURES)
+    return {name: json.loads((published / name).read_text()) for name in files if (published / name).is_file()}
+
+
 def render(published: Path = PUBLISHED) -> str:
     """The README's figures block: a row per published figure, how each file was measured, and the
     results files not published yet."""
-    files = dict.fromkeys(f.file for f in FIGURES)
-    data = {name: json.loads((published / name).read_text()) for name in files if (published / name).is_file()}
+    files, data = dict.fromkeys(f.file for f in FIGURES), published_files(published)
     lines = [BEGIN]
     if data:
         lines += ["| figure | value | results file |", "| --- | --- | --- |"]
@@ -117,22 +123,13 @@ def render(published: Path = PUBLISHED) -> str:
     return "\n".join([*lines, END])
 
 
-def values(published: Path = PUBLISHED) -> list[str]:
-    """The published figures as the block shows them."""
-    shown = []
-    for figure in FIGURES:
-        path = published / figure.file
-        if path.is_file():
-            shown.append(figure.shown(json.loads(path.read_text())))
-    return shown
-
-
 def quoted_again(readme: str, published: Path = PUBLISHED) -> list[str]:
     """Published figures the Performance section also states outside the block (each is quoted once)."""
     start = readme.index("## Performance")
     end = readme.find("\n## ", start + 1)
     section = readme[start:end if end != -1 else None].replace(block(readme), "")
-    return [value for value in values(published) if value in section]
+    data = published_files(published)
+    return [f.shown(data[f.file]) for f in FIGURES if f.file in data and f.shown(data[f.file]) in section]
 
 
 def block(readme: str) -> str:
