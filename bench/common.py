@@ -80,19 +80,18 @@ def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "cpu": cpu_info(),
-            "load_average_at_end": load_average(), "command": " ".join(["python -m", _module(), *sys.argv[1:]]),
+            "load_average_at_end": load_average(), "command": _command(),
             "commit": checkout_commit(), **data}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2))
-    print(f"-> {path.relative_to(REPO)}")
+    print(f"-> {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return path
 
 
-def _module() -> str:
-    """The `python -m` module that is running (`bench.k6_mix`), or the script's name."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    return spec.name if spec is not None else Path(sys.argv[0]).name
+def _command() -> str:
+    """The command that is running: `python -m bench.k6_mix --duration 60s`, or the script's."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return " ".join(["python", *(["-m", spec.name, *sys.argv[1:]] if spec is not None else sys.argv)])
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

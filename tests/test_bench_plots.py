@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 
-from bench import figures, plots
+from bench import common, figures, plots
 from harness.processes import REPO
 
 SERVED = {"when": "2026-11-25T10:00:00", "cpus": 2, "machine": "x86_64", "rows": [
@@ -128,3 +129,14 @@ def test_the_readme_quotes_the_published_figures_once_as_they_render():
     rerun = "python -m bench.plots --out docs/bench --readme README.md"
     assert figures.block(readme) == figures.render(), f"the README's figures block is stale: {rerun}"
     assert figures.quoted_again(readme) == []
+
+
+def test_every_results_file_says_where_what_and_by_which_command_it_was_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    data = json.loads(common.write_result("example", {"rows": [{"requests_per_s": 1.0}]}).read_text())
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert data["commit"] in (head, f"{head}+dirty")
+    assert data["command"].startswith("python ") and data["cpu"]["model_name"] and data["cpus"] >= 1
+    assert data["rows"] == [{"requests_per_s": 1.0}]
+    assert "`python " in figures.measured(data) and head[:9] in figures.measured(data)
