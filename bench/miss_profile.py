@@ -29,22 +29,16 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-
 from bench.common import load_average, table, write_result
-from bench.k6_mix import k6, sentences, warm
+from bench.driver import k6, warm
 from bench.stack import local_stack
+from harness.clients import metric
+from harness.sst2 import sentences
 
 
-def histogram_sums(url: str, name: str) -> tuple[float, float]:
+def histogram_sums(server, name: str) -> tuple[float, float]:
     """(sum, count) of a Prometheus histogram, every label set added."""
-    total = count = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(f"{name}_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(f"{name}_count"):
-            count += float(line.rsplit(" ", 1)[1])
-    return total, count
+    return metric(server, f"{name}_sum"), metric(server, f"{name}_count")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -87,8 +81,8 @@ def run(rate: float = 818, seconds: int = 30, hit_ratio: float = 0.95, predictor
         url = f"{transformer.url}/bulk-predict"
         warm(url, hot)
         procs = {"transformer": transformer, "predictor": predictor}
-        before = {"hop": histogram_sums(transformer.url, "sentiment_predictor_latency_seconds"),
-                  "predict": histogram_sums(predictor.url, "request_predict_seconds"),
+        before = {"hop": histogram_sums(transformer, "sentiment_predictor_latency_seconds"),
+                  "predict": histogram_sums(predictor, "request_predict_seconds"),
                   "cpu": {k: cpu_seconds(p.proc.pid) for k, p in procs.items()}}
         spies = {k: subprocess.Popen([spy, "record", "--pid", str(p.proc.pid), "--duration", str(seconds),
                                       "--rate", "100", "--nonblocking", "--format", "raw",
@@ -105,8 +99,8 @@ def run(rate: float = 818, seconds: int = 30, hit_ratio: float = 0.95, predictor
         elapsed = time.monotonic() - started
         for p in spies.values():
             p.wait(60)
-        after = {"hop": histogram_sums(transformer.url, "sentiment_predictor_latency_seconds"),
-                 "predict": histogram_sums(predictor.url, "request_predict_seconds"),
+        after = {"hop": histogram_sums(transformer, "sentiment_predictor_latency_seconds"),
+                 "predict": histogram_sums(predictor, "request_predict_seconds"),
                  "cpu": {k: cpu_seconds(p.proc.pid) for k, p in procs.items()}}
         profiles = {k: top_functions(Path(tmp, f"{k}.txt")) for k in procs if Path(tmp, f"{k}.txt").exists()}
 

@@ -2,15 +2,19 @@
 
 Renders from the JSON files that exist, without running anything (`make bench` calls it last):
 
-    python -m bench.plots [--results bench/results] [--out DIR]
+    python -m bench.plots [--results bench/results] [--out DIR] [--readme README.md]
 
-Each plot comes from one result file; the report names the file and when it was measured.
+Each plot comes from one result file; the report names the file, when, where and how it was
+measured. With `--out`, each result file rendered is copied beside its plots (publishing it:
+docs/bench/ is what the README quotes); `--readme` rewrites the README's figures block
+(bench.figures) from the result files in the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +25,7 @@ matplotlib.use("Agg")  # headless: no display on servers and CI
 
 import matplotlib.pyplot as plt
 
+from bench import figures
 from bench.common import RESULTS
 
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
@@ -53,7 +58,8 @@ def served(data: dict, title: str) -> plt.Figure:
 
 def k6_series(data: dict) -> dict[str, dict]:
     """Every run a k6 result holds, by name: `result` (this stack), entries of lists such as `series`
-    (named by their `target`), and any other object with a throughput, such as the original's figures."""
+    or `rows` (named by their `target` or `route`), and any other object with a throughput, such as
+    the original's figures."""
     series = {}
     for key, value in data.items():
         runs = value if isinstance(value, list) else [value]
@@ -61,7 +67,7 @@ def k6_series(data: dict) -> dict[str, dict]:
             if isinstance(run, dict) and "requests_per_s" in run:
                 name = "this stack" if key == "result" else key.replace("_", " ")
                 if isinstance(value, list):
-                    name = run.get("target") or run.get("name") or f"{name} {i + 1}"
+                    name = run.get("target") or run.get("route") or run.get("name") or f"{name} {i + 1}"
                 series[name] = run
     return series
 
@@ -69,6 +75,8 @@ def k6_series(data: dict) -> dict[str, dict]:
 def k6_runs(data: dict, title: str) -> plt.Figure:
     """Requests/s and latency percentiles of each run the k6 result holds, side by side."""
     series = k6_series(data)
+    if not series:
+        raise KeyError("requests_per_s")
     fig, (rps, latency) = plt.subplots(1, 2, figsize=(max(11, 3 + 2.2 * len(series)), 4.6))
     names = list(series)
     bars = rps.bar(_wrap(names), [s["requests_per_s"] for s in series.values()],
@@ -116,26 +124,6 @@ def hit_vs_miss(data: dict, title: str) -> plt.Figure:
     return fig
 
 
-def cache_hit(data: dict, title: str) -> plt.Figure:
-    """Requests/s and latency percentiles of the cache-hit path, per route."""
-    fig, (rps, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
-    routes = [r["route"] for r in data["rows"]]
-    bars = rps.bar(routes, [r["requests_per_s"] for r in data["rows"]], color=["C0", "C1"][: len(routes)])
-    rps.bar_label(bars, fmt="%.0f")
-    rps.set(title="Throughput", ylabel="requests/s")
-    for i, row in enumerate(data["rows"]):
-        keys = [k for k in LATENCIES if k in row]
-        latency.bar([LATENCIES.index(k) + i * 0.4 for k in keys], [row[k] for k in keys], 0.4, label=row["route"],
-                    color=f"C{i}")
-    latency.set_xticks([j + 0.2 for j in range(len(LATENCIES))], [k.removesuffix("_ms") for k in LATENCIES])
-    latency.set(title="Latency", ylabel="ms")
-    latency.legend(fontsize=8)
-    for ax in (rps, latency):
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
-    return fig
-
-
 def accuracy(data: dict, title: str) -> plt.Figure:
     """SST-2 dev accuracy and label agreement with fp32 torch, per runtime."""
     rows = data["rows"]
@@ -172,7 +160,7 @@ PLOTS: dict[str, tuple[str, list[tuple[str, Callable[[dict, str], plt.Figure]]]]
     "served_*.json": ("Served predictor: throughput and p50/p99 vs concurrency", [("", served)]),
     "k6_mixed*.json": ("k6, the original test's shape: this stack and the original app",
                       [("", k6_runs), ("_hit_vs_miss", hit_vs_miss)]),
-    "cache_hit.json": ("Cache-hit path through the transformer", [("", cache_hit)]),
+    "cache_hit.json": ("Cache-hit path through the transformer, per route", [("", k6_runs)]),
     "raw_model_*.json": ("Raw offline throughput of the inference core", [("", raw_model)]),
     "accuracy.json": ("SST-2 dev accuracy per runtime", [("", accuracy)]),
 }
@@ -202,10 +190,18 @@ def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
                 written.append(path)
                 images.append(path)
             if images:
+                if out.resolve() != results.resolve():
+                    shutil.copy(source, out / source.name)  # the figures' evidence, beside their plots
                 measured = (f"measured {data.get('when', '?')} on {data.get('cpus', '?')} CPUs "
                             f"({data.get('machine', '?')})")
+                if "command" in data:
+                    measured += f", {figures.measured(data)}"
                 sections.append(f"## {what}\n\nFrom `{source.name}`, {measured}.\n\n"
                                 + "\n\n".join(f"![{p.stem}]({p.name})" for p in images))
+    if out.resolve() != results.resolve():  # the README's figures that have no plot are published too
+        for name in sorted({f.file for f in figures.FIGURES}):
+            if (results / name).is_file():
+                shutil.copy(results / name, out / name)
     report = out / "REPORT.md"
     report.write_text("# Benchmark report\n\nRendered by `python -m bench.plots` from the JSON results in "
                       f"`{_shown(results)}`; `make bench` re-runs the benchmarks and this.\n\n"
@@ -231,5 +227,9 @@ if __name__ == "__main__":
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the *.json results")
     parser.add_argument("--out", type=Path, default=None, help="where to write the PNGs and REPORT.md "
                         "(default: beside the results)")
+    parser.add_argument("--readme", type=Path, default=None, help="rewrite this README's figures block "
+                        "from the result files in the output folder")
     args = parser.parse_args()
     render(args.results, args.out)
+    if args.readme:
+        figures.write_readme(args.readme, args.out or args.results)

@@ -12,7 +12,6 @@ from bench import (
     fairness,
     k6_mix,
     miss_profile,
-    near_cache_choice,
     parallel_passes,
     plots,
     raw_model,
@@ -28,7 +27,6 @@ def main() -> None:
     for runtime in ("onnx", "onnx-int8"):
         served.run("distilbert", runtime)
     cache_hit.run()
-    near_cache_choice.run()
     cluster_cache.run()  # cache hits through a 3-master Redis Cluster and through one node
     k6_mix.run()  # the original app and this stack side by side, then the fixed arrival rate
     miss_profile.run()

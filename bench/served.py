@@ -1,8 +1,9 @@
 """Served predictor throughput vs concurrency, side by side with raw offline throughput and two
 servers without batching (same stack, one forward pass per request: --max_batch_size 1): one with
-the same runtime, and the typical naive server, torch eager fp32. With `--baseline REVISION`, the
-batching server of that git revision too (same flags; its predictor/ and serving/ exported), so a
-before/after comes from one run.
+the same runtime, and the typical naive server, torch eager fp32. Load: bench/k6/mixed.js, one sentence
+per request on v1 predict, `concurrency` virtual users. With `--baseline REVISION`, the batching
+server of that git revision too (same flags; its predictor/ and serving/ exported), so a
+before/after comes from one run; without it, no revision is compared.
 
     python -m bench.served [--model distilbert|minilm] [--runtime torch] [--seconds 15] [--baseline REV]
 """
@@ -18,10 +19,10 @@ from bench.common import (
     RevisionPredictor,
     distilbert_dir,
     export_revision,
-    hey,
     table,
     write_result,
 )
+from bench.driver import k6
 from bench.raw_model import throughput
 from harness.processes import PredictorProcess
 from predictor.classifier import SentimentClassifier
@@ -34,7 +35,6 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
     raw = {b: throughput(classifier, b, len(classifier.encode([SENTENCE])[0].ids), 5) for b in (1, 32)}
     del classifier
     print(f"raw offline ({runtime}, {model}): batch 1 {raw[1]:.1f}/s, batch 32 {raw[32]:.1f}/s", flush=True)
-    body = json.dumps({"instances": [SENTENCE]})
     rows = []
     servers = {
         "batching": ["--runtime", runtime, "--max_batch_size", "32", "--max_wait_ms", str(max_wait_ms)],
@@ -49,9 +49,10 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
         server = (RevisionPredictor(sources[name], model_dir, extra=extra) if name in sources
                   else PredictorProcess(model_dir, extra=extra)).start()
         try:
-            hey(f"{server.url}/v1/models/sentiment:predict", body, 8, 3)  # warm-up
+            url = f"{server.url}/v1/models/sentiment:predict"
+            k6(url, [SENTENCE], [], "3s", hit_ratio=1.0, vus=8, body="instances")  # warm-up
             for c in concurrencies:
-                result = hey(f"{server.url}/v1/models/sentiment:predict", body, c, seconds)
+                result = k6(url, [SENTENCE], [], f"{seconds}s", hit_ratio=1.0, vus=c, body="instances")
                 rows.append({"server": name, "concurrency": c, **result})
                 print(table(rows[-1:], ["server", "concurrency", "requests_per_s", "p50_ms", "p99_ms"]),
                       flush=True)
@@ -67,7 +68,7 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
             now, before = ({r["server"]: r for r in rows if r["concurrency"] == c}[k] for k in ("batching", name))
             summary[f"vs_{name}_at_{c}"] = {"requests_per_s": now["requests_per_s"] / before["requests_per_s"],
                                             "p99_ms": now["p99_ms"] / before["p99_ms"]}
-    print(table(rows, ["server", "concurrency", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "statuses"]))
+    print(table(rows, ["server", "concurrency", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "failed_requests"]))
     print(json.dumps(summary, indent=2))
     write_result(f"served_{model}_{runtime}", {"model": model, "runtime": runtime, "sentence": SENTENCE,
                                                "rows": rows, "summary": summary})

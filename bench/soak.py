@@ -1,5 +1,5 @@
-"""Fault soak: steady load through the local stack while Redis and the predictor are broken in
-every way we know, then a check of every answer against the predictor.
+"""Fault soak: steady load (k6, bench/k6/soak.js) through the local stack while Redis and the
+predictor are broken in every way we know, then a check of every answer against the predictor.
 
 Faults, in a loop: Redis killed and restarted; the transformer's Redis connections killed while
 idle (CLIENT KILL); Redis frozen (SIGSTOP) then resumed; Redis blocked (DEBUG SLEEP); the
@@ -14,23 +14,46 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import random
 import signal
+import subprocess
+import tempfile
 import threading
 import time
-import uuid
+from pathlib import Path
 
-import httpx
 import numpy as np
 import psutil
 import redis
 
 from bench.common import SHARED, table, write_result
-from bench.k6_mix import sentences
+from bench.driver import SCENARIOS, k6_binary
 from harness.clients import predictor_answers, rows_to_probs
 from harness.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
+from harness.sst2 import sentences
 
 MODEL = SHARED / "models" / "sentiment-minilm-sst2"
+
+
+def load(url: str, pool: list[str], seconds: int, clients: int) -> list[tuple[list[str], int, dict, float, float]]:
+    """bench/k6/soak.js for `seconds`: every answer as (texts, status, body, start, end), times in epoch s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pool_file, log = Path(tmp, "pool.json"), Path(tmp, "answers.jsonl")
+        pool_file.write_text(json.dumps(pool))
+        env = {"URL": url, "POOL_FILE": pool_file, "VUS": clients, "DURATION": f"{seconds}s"}
+        subprocess.run([k6_binary(), "run", "--quiet", "--log-format", "json", "--console-output", str(log),
+                        *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), str(SCENARIOS / "soak.js")],
+                       check=True, stdout=subprocess.DEVNULL)
+        answers = [json.loads(json.loads(line)["msg"]) for line in log.read_text().splitlines()]
+    results = []
+    for a in answers:
+        try:
+            body = json.loads(a["body"] or "{}")
+        except json.JSONDecodeError:  # not the service's JSON (a proxy's or a half-closed connection's)
+            body = {"error": a["body"]}
+        results.append((a["texts"], a["status"], body, a["start"] / 1000, a["end"] / 1000))
+    return results
 
 
 def run(seconds: int = 120, clients: int = 16) -> dict:
@@ -42,21 +65,9 @@ def run(seconds: int = 120, clients: int = 16) -> dict:
                                               extra=["--predictor_deadline_s", "30"]).start()
     url = f"{procs['transformer'].url}/v1/models/sentiment:predict"
     stop = threading.Event()
-    results: list[tuple[list[str], int, dict, float, float]] = []  # texts, status, body, start, end
     faults: collections.Counter = collections.Counter()
     predictor_gaps: list[list[float]] = []  # [killed at, ready again at]
     rss = collections.defaultdict(float)
-
-    def client(seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx.Client(timeout=120) as http:
-            while not stop.is_set():
-                texts = rng.sample(pool, rng.randint(1, 4))
-                if rng.random() < 0.1:
-                    texts.append(f"{rng.choice(pool)} {uuid.uuid4().hex[:6]}")
-                start = time.monotonic()
-                r = http.post(url, json={"text": texts})
-                results.append((texts, r.status_code, r.json(), start, time.monotonic()))
 
     def sample_rss() -> None:
         while not stop.is_set():
@@ -83,18 +94,17 @@ def run(seconds: int = 120, clients: int = 16) -> dict:
             elif fault == "redis-sleep":
                 redis.Redis(port=redis_port, socket_timeout=10).execute_command("DEBUG", "SLEEP", "2")
             else:
-                gap = [time.monotonic(), float("inf")]
+                gap = [time.time(), float("inf")]  # epoch: k6 stamps its requests with Date.now()
                 predictor_gaps.append(gap)
                 procs["predictor"].kill()
                 procs["predictor"] = PredictorProcess(MODEL, http_port=http_port, grpc_port=grpc_port).start()
-                gap[1] = time.monotonic()
+                gap[1] = time.time()
 
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    workers += [threading.Thread(target=sample_rss), threading.Thread(target=inject)]
+    workers = [threading.Thread(target=sample_rss), threading.Thread(target=inject)]
     try:
         for w in workers:
             w.start()
-        time.sleep(seconds)
+        results = load(url, pool, seconds, clients)
         stop.set()
         for w in workers:
             w.join(150)

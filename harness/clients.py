@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
+from transformer.keys import CacheKeys
+
 LABELS = ("NEGATIVE", "POSITIVE")
 
 
@@ -44,8 +46,10 @@ def metric(server, name: str) -> float:
 
 
 def keys_in(redis_server, namespace: str) -> list[bytes]:
+    """The prediction entries under `namespace` (not the model-identity record, transformer/identity.py)."""
     client = redis_server.client()
     try:
-        return sorted(client.scan_iter(match=f"{namespace}:*", count=1000))
+        identity = CacheKeys(namespace, "sentiment").identity_key().encode()
+        return sorted(k for k in client.scan_iter(match=f"{namespace}:*", count=1000) if k != identity)
     finally:
         client.close()

@@ -22,10 +22,19 @@ MODEL_DIR = SHARED / "models" / "sentiment-minilm-sst2"
 LOG_DIR = Path(os.environ.get("TEST_LOG_DIR", "/tmp/sentiment-test-logs"))
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this process handed out before: the kernel may offer a port
+    again as soon as the probe socket closes, and two servers started together would then collide."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None,

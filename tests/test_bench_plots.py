@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
-from bench import plots
+import pytest
+
+from bench import common, figures, plots
+from harness.processes import REPO
 
 SERVED = {"when": "2026-11-25T10:00:00", "cpus": 2, "machine": "x86_64", "rows": [
     {"server": server, "concurrency": c, "requests_per_s": rps * (1 + c / 64), "p50_ms": c * 5.0, "p99_ms": c * 11.0}
@@ -68,3 +72,71 @@ def test_a_result_file_the_plot_cannot_read_is_skipped_not_fatal(tmp_path):
     write(tmp_path, "cache_hit.json", {"unexpected": True})
     assert [p.name for p in plots.render(tmp_path)] == ["k6_mixed.png"]
     assert "No result files found" not in (tmp_path / "REPORT.md").read_text()
+
+
+# bench.figures: the README's figures, each from one published results file.
+MEASURED = {"when": "2026-12-01T14:00:00", "cpus": 2, "cpu": {"model_name": "AMD EPYC", "avx2": True},
+            "load_average_at_end": [1.5, 1.0, 0.5], "command": "python -m bench.cache_hit --duration 15s",
+            "commit": "0123456789abcdef"}
+
+
+def test_each_figure_is_read_from_its_results_file_and_says_how_it_was_measured(tmp_path):
+    write(tmp_path, "cache_hit.json", {**MEASURED, **CACHE_HIT})
+    k6_keys = {f.path[-1] for f in figures.FIGURES if f.file == "k6_mixed.json"}
+    write(tmp_path, "k6_mixed.json", {**MEASURED, "summary": {**dict.fromkeys(k6_keys, 1.0),
+                                                             "this_stack_requests_per_s": 1151.4,
+                                                             "x_original_app_as_written_requests_per_s": 39.83}})
+    block = figures.render(tmp_path)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in block.splitlines() if line.startswith("| ")}
+    # the row picked by its route, not the first one
+    assert rows["cache hits, `/v1/models/sentiment:predict`"] == \
+        "| cache hits, `/v1/models/sentiment:predict` | 3,000 req/s | `cache_hit.json` |"
+    assert "| 2,800 req/s |" in rows["cache hits, `/bulk-predict`"]
+    assert ("- `cache_hit.json`: 2026-12-01T14:00:00, `012345678`, 2 CPUs AMD EPYC (AVX2), load 1.5: "
+            "`python -m bench.cache_hit --duration 15s`") in block.splitlines()
+    assert "| 1,151 req/s |" in rows["k6, 10 VUs, 95% hits: this stack"]
+    assert "| 39.8x |" in rows["this stack vs the original app as written"]
+    # A figure whose file is absent is named as such; a published file that lacks it fails the render.
+    assert "served DistilBERT `onnx`, batching, 32 clients" not in rows
+    assert "`served_distilbert_onnx.json`" in block.split("Not published yet: ")[1]
+    write(tmp_path, "k6_mixed.json", {**MEASURED, "summary": {"this_stack_requests_per_s": 1151.4}})
+    with pytest.raises(KeyError, match=r"k6_mixed\.json has no"):
+        figures.render(tmp_path)
+
+
+def test_plots_publish_the_results_files_and_rewrite_the_readme_block(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "docs"
+    results.mkdir()
+    write(results, "cache_hit.json", {**MEASURED, **CACHE_HIT})
+    write(results, "miss_profile.json", {**MEASURED, "breakdown": {"predictor_cpu_ms_per_call": 14.64,
+                                                                   "transformer_cpu_ms_per_request": 0.52}})
+    write(results, "unrelated.json", MEASURED)
+    plots.render(results, out)
+    assert {p.name for p in out.glob("*.json")} == {"cache_hit.json", "miss_profile.json"}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Performance\n\nBefore.\n\n{figures.BEGIN}\nold\n{figures.END}\n\nAfter.\n")
+    figures.write_readme(readme, out)
+    text = readme.read_text()
+    assert figures.block(text) == figures.render(out)
+    assert "| 14.6 ms |" in text and text.startswith("# x\n") and text.endswith("\n\nAfter.\n")
+    assert figures.quoted_again(text, out) == []
+    readme.write_text(text.replace("After.", "Cache hits: 3,000 req/s."))
+    assert figures.quoted_again(readme.read_text(), out) == ["3,000 req/s"]
+
+
+def test_the_readme_quotes_the_published_figures_once_as_they_render():
+    readme = (REPO / "README.md").read_text()
+    rerun = "python -m bench.plots --out docs/bench --readme README.md"
+    assert figures.block(readme) == figures.render(), f"the README's figures block is stale: {rerun}"
+    assert figures.quoted_again(readme) == []
+
+
+def test_every_results_file_says_where_what_and_by_which_command_it_was_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    data = json.loads(common.write_result("example", {"rows": [{"requests_per_s": 1.0}]}).read_text())
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert data["commit"] in (head, f"{head}+dirty")
+    assert data["command"].startswith("python ") and data["cpu"]["model_name"] and data["cpus"] >= 1
+    assert data["rows"] == [{"requests_per_s": 1.0}]
+    assert "`python " in figures.measured(data) and head[:9] in figures.measured(data)

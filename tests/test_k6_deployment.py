@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from bench.k6_mix import k6_binary
+from bench import driver
+from bench.driver import k6_binary
 from harness.processes import REPO, TransformerProcess
 
 SCRIPT = REPO / "bench" / "k6" / "deployment.js"
@@ -47,3 +48,32 @@ def test_stops_when_the_deployment_does_not_answer_the_warm_up(tmp_path, transfo
     result, _ = k6(tmp_path, BASE=transformer.url, ROUTE="v1", MODEL="no-such-model", VUS=1, DURATION="1s")
     assert result.returncode != 0
     assert "answered 404" in result.stdout + result.stderr
+
+
+# bench/k6/mixed.js through bench.driver: the one scenario every HTTP benchmark runs, in each body shape.
+@pytest.mark.parametrize(("server", "route", "body"), [
+    ("transformer", "/bulk-predict", "text"),
+    ("predictor", "/v1/models/sentiment:predict", "instances"),
+    ("predictor", "/v2/models/sentiment/infer", "v2"),
+])
+def test_the_benchmark_scenario_drives_each_route_in_its_body_shape(request, server, route, body):
+    target = request.getfixturevalue(server)
+    hot, cold = ["I love this movie"], ["The plot made no sense at all"]
+    if server == "transformer":
+        driver.warm(f"{target.url}{route}", hot)
+    result = driver.k6(f"{target.url}{route}", hot, cold, "2s", hit_ratio=0.5, vus=2, body=body)
+    assert result["requests"] > 0 and result["failed_requests"] == 0
+    assert result["failed_checks"] == 0  # every answer had two labels, in that route's shape
+    assert result["hit_p50_ms"] > 0 and result["miss_p50_ms"] > 0  # hits and misses reported apart
+
+
+def test_the_benchmark_scenario_at_a_fixed_rate_counts_what_it_could_not_send(predictor):
+    result = driver.k6(f"{predictor.url}/v1/models/sentiment:predict", [], ["A film"], "2s", hit_ratio=0.0,
+                       rate=20, body="instances")
+    assert result["target_rate_per_s"] == 20 and result["failed_checks"] == 0
+    assert 30 <= result["requests"] + result["dropped_iterations"] <= 42  # 20/s for 2 s, give or take one
+
+
+def test_the_benchmark_scenario_refuses_an_unknown_body_shape(predictor):
+    with pytest.raises(subprocess.CalledProcessError):
+        driver.k6(f"{predictor.url}/v1/models/sentiment:predict", ["a"], [], "1s", hit_ratio=1.0, vus=1, body="xml")

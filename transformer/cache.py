@@ -53,6 +53,21 @@ class RedisTier(PredictionCache, Protocol):
     async def get_many_expiring(self, keys: Sequence[str]) -> list[tuple[bytes, float] | None]: ...
 
 
+class RedisReads:
+    """`get_many` and `get_many_expiring` of a Redis tier, over its one `_get(keys, with_ttl)`."""
+
+    async def _get(self, keys: Sequence[str], with_ttl: bool = False) -> list: ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[CacheHit | None]:
+        values = await self._get(keys)
+        return [None if v is None else CacheHit(v, "redis") for v in values]
+
+    async def get_many_expiring(self, keys: Sequence[str]) -> list[tuple[bytes, float] | None]:
+        """Each found value with the seconds it has left in Redis (inf without a TTL), in one round trip
+        (per node, for a cluster)."""
+        return await self._get(keys, with_ttl=True)
+
+
 @dataclass(frozen=True)
 class RedisOptions:
     """How the transformer talks to Redis, the same for one node and for every node of a cluster."""
@@ -132,7 +147,7 @@ def with_remaining_ttl(values: Sequence[bytes | None], pttls: Sequence[int]) -> 
             for v, t in zip(values, pttls, strict=True)]
 
 
-class RedisPredictionCache:
+class RedisPredictionCache(RedisReads):
     """One Redis node behind one MGET per lookup and one pipeline per write-back, failing open.
 
     Faults (down, slow, dropped connections) are treated as misses (`FailOpen`); the next attempt
@@ -148,14 +163,6 @@ class RedisPredictionCache:
             url, retry=Retry(ExponentialBackoff(cap=0.01, base=0.001), retries=1),
             retry_on_error=[RedisConnectionError, ConnectionResetError, BrokenPipeError], **options.client_kwargs(url))
         self.fail_open = FailOpen("redis", options.min_pause_s, options.max_pause_s)
-
-    async def get_many(self, keys: Sequence[str]) -> list[CacheHit | None]:
-        values = await self._get(keys)
-        return [None if v is None else CacheHit(v, "redis") for v in values]
-
-    async def get_many_expiring(self, keys: Sequence[str]) -> list[tuple[bytes, float] | None]:
-        """Each found value with the seconds it has left in Redis (inf without a TTL), in one round trip."""
-        return await self._get(keys, with_ttl=True)
 
     async def _get(self, keys: Sequence[str], with_ttl: bool = False) -> list:
         if not keys:

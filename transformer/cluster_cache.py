@@ -38,7 +38,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from . import metrics
-from .cache import REDIS_FAULTS, CacheHit, FailOpen, RedisOptions, with_remaining_ttl
+from .cache import REDIS_FAULTS, FailOpen, RedisOptions, RedisReads, with_remaining_ttl
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Redirected(Exception):
     """A node answered MOVED/ASK/TRYAGAIN: its slot map entry is out of date."""
 
 
-class ClusterPredictionCache:
+class ClusterPredictionCache(RedisReads):
     """`RedisTier` over a Redis Cluster (`--redis_cluster`): per-slot MGETs, per-node pipelines, per-shard fail-open.
 
     `nodes_at_url_host`: reach every node at the URL's host name, keeping the port the cluster reports,
@@ -101,14 +101,6 @@ class ClusterPredictionCache:
         if shard is None:
             shard = self.shards[node.name] = FailOpen(f"redis node {node.name}", self.min_pause_s, self.max_pause_s)
         return shard
-
-    async def get_many(self, keys: Sequence[str]) -> list[CacheHit | None]:
-        values = await self._get(keys)
-        return [None if v is None else CacheHit(v, "redis") for v in values]
-
-    async def get_many_expiring(self, keys: Sequence[str]) -> list[tuple[bytes, float] | None]:
-        """Each found value with the seconds it has left in Redis (inf without a TTL), one round trip per node."""
-        return await self._get(keys, with_ttl=True)
 
     async def _get(self, keys: Sequence[str], with_ttl: bool = False) -> list:
         found: list = [None] * len(keys)

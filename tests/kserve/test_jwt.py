@@ -21,7 +21,7 @@ import subprocess
 import pytest
 import yaml
 
-from harness.processes import REPO
+from harness.readme import readme_section
 from tests.kserve.istio_authz import Request, Token, decide, kubelet_probe, principal, value_matches
 from tests.kserve.rendering import COMPONENT_KNOBS, KSERVE, find, kubectl, rendered_setup, write_overlay
 from tests.kserve.test_manifests import serving_pod_labels, validate
@@ -190,14 +190,12 @@ def test_istio_value_matching():
     assert not value_matches("/health", "/healthz")
 
 
-def readme_section() -> str:
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("**JWT on the public route (opt-in).**")
-    return readme[start:readme.index("\n**", start + 1)]
+def jwt_section() -> str:
+    return readme_section("**JWT on the public route (opt-in).**")
 
 
 def test_readme_shows_how_to_turn_it_on_with_a_real_identity_provider():
-    section = readme_section()
+    section = jwt_section()
     assert "https://login.microsoftonline.com/<tenant>/v2.0" in section
     assert "https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys" in section
     assert "Authorization: Bearer" in section and "kserve/components/jwt" in section

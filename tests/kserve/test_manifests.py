@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from harness.processes import REPO, SHARED, free_port, wait_until
+from harness.readme import readme_section
 from tests.kserve.kubectl import kustomize_version
 from tests.kserve.rehearsal import quantity_bytes
 from tests.kserve.rendering import (
@@ -582,9 +583,7 @@ def test_kustomizations_use_current_fields_and_render_without_warnings():
 
 
 def deploying_section() -> str:
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("## Deploying on KServe")
-    return readme[start:readme.index("\n## ", start + 1)]
+    return readme_section("## Deploying on KServe", "\n## ")
 
 
 def test_readme_states_the_cluster_prerequisites_and_the_opt_ins():

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from harness.processes import REPO
+from harness.readme import readme_section
 from tests.kserve.rendering import KSERVE, OVERLAYS, find, render_setup, rendered_setup
 
 DEFAULT = "ghcr.io/example"
@@ -81,7 +82,5 @@ def test_the_modelcar_uri_keeps_its_scheme_and_tag(moved):
 
 
 def test_readme_shows_the_change():
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("**Your registry.**")
-    section = readme[start:readme.index("\n**", start + 1)]
+    section = readme_section("**Your registry.**")
     assert KNOB in section and "kserve/components/registry" in section

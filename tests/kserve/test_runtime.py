@@ -10,7 +10,7 @@ import copy
 import pytest
 import yaml
 
-from harness.processes import REPO
+from harness.readme import readme_section
 from tests.kserve.kserve_merge import (
     CONTAINER,
     MODELCAR,
@@ -147,8 +147,6 @@ def test_a_runtime_that_does_not_serve_the_format_is_refused():
 
 
 def test_readme_says_when_to_choose_the_runtime():
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("**ServingRuntime (opt-in).**")
-    section = readme[start:readme.index("\n**", start + 1)]
+    section = readme_section("**ServingRuntime (opt-in).**")
     assert "kserve/components/runtime" in section and "raw-container" in section
     assert PRODUCTION_MODEL in section

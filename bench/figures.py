@@ -1,0 +1,144 @@
+"""The figures the README quotes, each read from one published results file, so text cannot drift.
+
+A figure names its results file and where its value sits in it. `python -m bench.plots --readme
+README.md` rewrites the README's block between `BEGIN` and `END` from the results files in
+`docs/bench/` (`python -m bench.plots --out docs/bench` publishes them beside their plots); the
+tests check that the block is what the published files render, and that the Performance section
+quotes no published figure a second time.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.processes import REPO
+
+PUBLISHED = REPO / "docs" / "bench"
+BEGIN = "<!-- figures: rendered by `python -m bench.plots --out docs/bench --readme README.md`; do not edit -->"
+END = "<!-- /figures -->"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One quoted figure: `path` walks the results file (a key, or `{field: value}` to pick a row)."""
+
+    name: str
+    file: str
+    path: tuple[str | dict, ...]
+    unit: str = ""
+    digits: int = 0
+
+    def value(self, data: dict) -> float:
+        node = data
+        try:
+            for step in self.path:
+                if isinstance(step, dict):
+                    node = next(row for row in node if all(row.get(k) == v for k, v in step.items()))
+                else:
+                    node = node[step]
+        except (KeyError, StopIteration, TypeError):  # a partial run must not be published as the README's
+            raise KeyError(f"{self.file} has no {self.path} ({self.name})") from None
+        return float(node)
+
+    def shown(self, data: dict) -> str:
+        return f"{self.value(data):,.{self.digits}f}{self.unit}"
+
+
+K6, INT8, SERVED = "k6_mixed.json", "k6_mixed_onnx_int8.json", "served_distilbert_onnx.json"
+
+
+def _summary(name: str, file: str, key: str, unit: str = " ms", digits: int = 0) -> Figure:
+    return Figure(name, file, ("summary", key), unit, digits)
+
+
+FIGURES = (
+    _summary("k6, 10 VUs, 95% hits: this stack", K6, "this_stack_requests_per_s", " req/s"),
+    _summary("k6, 10 VUs, 95% hits: this stack, p99", K6, "this_stack_p99_ms"),
+    _summary("k6, 10 VUs, 95% hits: the original app as written", K6, "original_app_as_written_requests_per_s",
+             " req/s", 1),
+    _summary("this stack vs the original app as written", K6, "x_original_app_as_written_requests_per_s", "x", 1),
+    _summary("k6, 10 VUs, 95% hits: the original app, cache working", K6, "original_app_working_requests_per_s",
+             " req/s"),
+    _summary("this stack vs the original app, cache working", K6, "x_original_app_working_requests_per_s", "x", 1),
+    _summary("fixed 818 req/s (`onnx`): p99", K6, "fixed_rate_p99_ms"),
+    _summary("fixed 818 req/s (`onnx`): hits p99", K6, "fixed_rate_hit_p99_ms"),
+    _summary("fixed 818 req/s (`onnx`): misses p50", K6, "fixed_rate_miss_p50_ms"),
+    _summary("fixed 818 req/s (`onnx`): misses p99", K6, "fixed_rate_miss_p99_ms"),
+    _summary("fixed 818 req/s (`onnx`): dropped iterations", K6, "fixed_rate_dropped_iterations", ""),
+    _summary("fixed 818 req/s (`onnx-int8`): p99", INT8, "fixed_rate_p99_ms"),
+    _summary("fixed 818 req/s (`onnx-int8`): misses p99", INT8, "fixed_rate_miss_p99_ms"),
+    Figure("predictor CPU per miss at 818 req/s", "miss_profile.json", ("breakdown", "predictor_cpu_ms_per_call"),
+           " ms", 1),
+    Figure("transformer CPU per request at 818 req/s", "miss_profile.json",
+           ("breakdown", "transformer_cpu_ms_per_request"), " ms", 1),
+    Figure("cache hits, `/v1/models/sentiment:predict`", "cache_hit.json",
+           ("rows", {"route": "/v1/models/sentiment:predict"}, "requests_per_s"), " req/s"),
+    Figure("cache hits, `/bulk-predict`", "cache_hit.json", ("rows", {"route": "/bulk-predict"}, "requests_per_s"),
+           " req/s"),
+    Figure("served DistilBERT `onnx`, batching, 32 clients", SERVED,
+           ("rows", {"server": "batching", "concurrency": 32}, "requests_per_s"), " req/s"),
+    _summary("batching vs raw offline batch 32 (`onnx`, 32 clients)", SERVED, "served_32_vs_raw_batch32", "x", 2),
+    _summary("batching vs the same runtime without batching (`onnx`, 32 clients)", SERVED,
+             "served_32_vs_no_batching_same_runtime_32", "x", 1),
+    _summary("batching vs naive torch per request (`onnx`, 32 clients)", SERVED, "served_32_vs_naive_torch_32", "x", 1),
+    _summary("batching vs naive torch per request (`onnx-int8`, 32 clients)", "served_distilbert_onnx-int8.json",
+             "served_32_vs_naive_torch_32", "x", 1),
+    Figure("misses on a predictor of its own, 1 pass x 2 threads: p99", "parallel_passes.json",
+           ("series", {"parallel_passes": 1, "threads": 2}, "p99_ms"), " ms"),
+    Figure("misses on a predictor of its own, 2 passes x 1 thread: p99", "parallel_passes.json",
+           ("series", {"parallel_passes": 2, "threads": 1}, "p99_ms"), " ms"),
+)
+
+
+def measured(data: dict) -> str:
+    """When, at which commit, on what CPU and how busy, by which command: what makes a figure comparable."""
+    cpu = data.get("cpu", {})
+    isa = "AVX-512" if cpu.get("avx512") else "AVX2" if cpu.get("avx2") else "no AVX2"
+    load = data.get("load_average_at_end", ["?"])[0]
+    return (f"{data.get('when', '?')}, `{str(data.get('commit', '?'))[:9]}`, {data.get('cpus', '?')} CPUs "
+            f"{cpu.get('model_name', '?')} ({isa}), load {load}: `{data.get('command', '?')}`")
+
+
+def published_files(published: Path = PUBLISHED) -> dict[str, dict]:
+    """The results files the figures name that are in `published`, by name, in the figures' order."""
+    files = dict.fromkeys(f.file for f in FIGURES)
+    return {name: json.loads((published / name).read_text()) for name in files if (published / name).is_file()}
+
+
+def render(published: Path = PUBLISHED) -> str:
+    """The README's figures block: a row per published figure, how each file was measured, and the
+    results files not published yet."""
+    files, data = dict.fromkeys(f.file for f in FIGURES), published_files(published)
+    lines = [BEGIN]
+    if data:
+        lines += ["| figure | value | results file |", "| --- | --- | --- |"]
+        lines += [f"| {f.name} | {f.shown(data[f.file])} | `{f.file}` |" for f in FIGURES if f.file in data]
+        lines += ["", *(f"- `{name}`: {measured(data[name])}" for name in files if name in data)]
+    missing = [name for name in files if name not in data]
+    if missing:
+        lines += ["", *textwrap.wrap("Not published yet: " + ", ".join(f"`{name}`" for name in missing) + ".", 100)]
+    return "\n".join([*lines, END])
+
+
+def quoted_again(readme: str, published: Path = PUBLISHED) -> list[str]:
+    """Published figures the Performance section also states outside the block (each is quoted once)."""
+    start = readme.index("## Performance")
+    end = readme.find("\n## ", start + 1)
+    section = readme[start:end if end != -1 else None].replace(block(readme), "")
+    data = published_files(published)
+    return [f.shown(data[f.file]) for f in FIGURES if f.file in data and f.shown(data[f.file]) in section]
+
+
+def block(readme: str) -> str:
+    """The figures block as the README has it."""
+    start, end = readme.index(BEGIN), readme.index(END) + len(END)
+    return readme[start:end]
+
+
+def write_readme(readme: Path, published: Path = PUBLISHED) -> None:
+    text = readme.read_text()
+    readme.write_text(text.replace(block(text), render(published)))
+    print(f"-> {readme.name}: figures from {published}")
