@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from harness.tiny_model import WORDS, build_tiny_model
-from predictor.batcher import MAX_SKIPPED_PASSES, BatchQueue
+from predictor.batcher import BatchQueue
 from predictor.classifier import SentimentClassifier
+from predictor.scheduler import MAX_SKIPPED_PASSES
 from serving.errors import Overloaded, TooLarge, Unavailable
 
 
