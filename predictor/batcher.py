@@ -52,8 +52,13 @@ class BatchQueue:
         self.workers.start()
 
     def stop(self) -> None:
-        """Finish the passes under way; every other request gets 503."""
+        """Refuse new requests (503) from now on; every accepted one still gets its answer. Returns at once,
+        so it may be called on the event loop."""
         self.workers.stop()
+
+    def join(self, timeout: float) -> bool:
+        """Wait (off the event loop) until the workers have finished after `stop`; False on timeout."""
+        return self.workers.join(timeout)
 
     @property
     def queued_texts(self) -> int:

@@ -13,8 +13,8 @@ sessions take concurrent calls). `scheduler.next_pass` picks the texts of each p
 - A cancelled caller's remaining texts are dropped. A pass that fails fails every job that had a
   text in it (their remaining texts are dropped); the other jobs carry on. Every caller gets
   exactly its own rows, in order, whichever passes and workers computed them.
-- `stop` lets the passes under way finish and answers every other job 503; from then on
-  `submit` refuses new jobs (503).
+- `stop` returns at once: from then on `submit` refuses new jobs (503), and the workers finish
+  every job already accepted, then end.
 """
 
 from __future__ import annotations
@@ -99,17 +99,17 @@ class Workers:
             thread.start()
 
     def stop(self) -> None:
-        """Finish the passes under way; every other job gets 503."""
+        """Refuse new jobs from now on; the workers finish the accepted ones, then end. Returns at once."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        """Wait until every worker has ended (after `stop`); False if one is still running after `timeout` s."""
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=10)
-        self._threads = []
-        with self._cond:
-            self._take_new()
-            for job in list(self._active):
-                self._retire(job, error=Unavailable(SHUTTING_DOWN))
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     @property
     def stopping(self) -> bool:
@@ -136,8 +136,6 @@ class Workers:
         """Wait for the next pass: its (job, row) pairs and padded width; None once stopping with nothing left."""
         with self._cond:
             while True:
-                if self._stopping:
-                    return None
                 self._drop_cancelled()
                 fresh = not self._active  # a new spell of work: while traffic is concurrent, wait for company
                 self._take_new()
