@@ -2,18 +2,19 @@
 
 1. A one-text request sent while a maximum-size request (just under --max_request_tokens: 31
    texts of 512 tokens and one short) runs: its latency beside it and alone, on the shared MiniLM
-   model and on DistilBERT (random weights). "Before" is the predictor of another git revision
-   (default: where this branch left main, which ran each request's texts to the end before the
-   next request), started from an export of that revision with the same flags; "after" is this
-   checkout.
+   model and on DistilBERT (random weights). "Before" is the predictor of the git revision given
+   as --before (always explicit: a default such as "where this branch left main" compares main
+   with itself), started from an export of that revision with the same flags; "after" is this
+   checkout. The README's figures take `TOKEN_BUDGET_BASELINE`, the scheduler that ran each
+   request's texts to the end before the next request.
 2. A mixed-length load (issue 12): closed-loop clients each sending one SST-2 sentence per
    request, then the same with 10% of requests carrying one 256-320-token text instead: p50/p99
    of the short requests with and without the long ones, before and after.
 
 Every ratio comes from one run of one server. Results: bench/results/fairness.json.
 
-    python -m bench.fairness [--models minilm,distilbert] [--mixed_models minilm] [--seconds 20]
-                             [--clients 8] [--baseline REVISION]
+    python -m bench.fairness --before REVISION [--models minilm,distilbert] [--mixed_models minilm]
+                             [--seconds 20] [--clients 8] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from harness.processes import PredictorProcess
 
 LONG = "a long sentence about a film " * 100  # 600 words: truncated to 512 tokens
 SHORT = "I love this movie"
+TOKEN_BUDGET_BASELINE = "814a616"
+"""The last revision before token-budgeted fair passes (the README's "before")."""
 
 
 def cpu_info() -> dict:
@@ -121,9 +124,10 @@ def mixed_load(server: PredictorProcess, seconds: float, clients: int, long_shar
             "requests_per_s": (len(short_latencies) + len(long_latencies)) / seconds}
 
 
-def run(models=("minilm", "distilbert"), mixed_models=("minilm",), seconds: float = 20, clients: int = 8,
-        baseline: str | None = None, repeats: int = 2) -> dict:
-    commit, source = export_revision(baseline)
+def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), seconds: float = 20,
+        clients: int = 8, repeats: int = 2) -> dict:
+    """Compare the predictor of git revision `before` with this checkout's."""
+    commit, source = export_revision(before)
     dirs = {"minilm": MINILM_DIR, "distilbert": distilbert_dir()}
     servers = {"before": lambda d: RevisionPredictor(source, d), "after": PredictorProcess}
     fairness_rows, mixed_rows = [], []
@@ -159,7 +163,7 @@ def run(models=("minilm", "distilbert"), mixed_models=("minilm",), seconds: floa
                              "short_p99_ms", "long_p50_ms", "requests_per_s"]))
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
-    write_result("fairness", {**cpu_info(), "baseline": baseline or "merge-base HEAD main", "baseline_commit": commit,
+    write_result("fairness", {**cpu_info(), "baseline": before, "baseline_commit": commit,
                               "clients": clients, "seconds": seconds, "fairness": fairness_rows,
                               "mixed": mixed_rows, "summary": summary})
     return summary
@@ -172,8 +176,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=20, help="length of each mixed-load phase")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2, help="large requests per server")
-    parser.add_argument("--baseline", default=None,
-                        help="git revision whose predictor is 'before' (default: merge-base of HEAD and main)")
+    parser.add_argument("--before", required=True,
+                        help=f"git revision whose predictor is 'before' (the README's: {TOKEN_BUDGET_BASELINE})")
     args = parser.parse_args()
     split = lambda value: tuple(m for m in value.split(",") if m)  # noqa: E731
-    run(split(args.models), split(args.mixed_models), args.seconds, args.clients, args.baseline, args.repeats)
+    run(args.before, split(args.models), split(args.mixed_models), args.seconds, args.clients, args.repeats)

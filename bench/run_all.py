@@ -33,7 +33,7 @@ def main() -> None:
     parallel_passes.run()
     cold_start.run()
     soak.run()
-    fairness.run()
+    fairness.run(fairness.TOKEN_BUDGET_BASELINE)
     plots.render()
 
 

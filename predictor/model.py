@@ -51,6 +51,12 @@ class SentimentPredictor(Model):
         return self.ready
 
     def stop(self) -> None:
+        """Refuse new requests (503) and let the accepted ones finish; returns at once.
+
+        On SIGTERM KServe calls this on the event loop, after uvicorn has drained its HTTP
+        connections and before it stops gRPC with a grace period that waits for the calls in
+        flight: those still need the loop and the workers to get their answers.
+        """
         if self.batcher is not None:
             self.batcher.stop()
         self.ready = False

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from harness.tiny_model import WORDS, build_tiny_model
-from predictor.batcher import MAX_SKIPPED_PASSES, BatchQueue
+from predictor.batcher import INLINE_TOKENIZE_CHARS, BatchQueue
 from predictor.classifier import SentimentClassifier
+from predictor.scheduler import MAX_SKIPPED_PASSES
 from serving.errors import Overloaded, TooLarge, Unavailable
 
 
@@ -436,18 +437,74 @@ def test_failure_in_one_of_two_passes_in_flight_fails_the_request_once(classifie
 
 
 def test_stop_answers_every_waiting_request(classifier):
+    """`stop` returns at once, on the event loop, and every accepted request still gets its real answer."""
     blocking = _BlockingClassifier(classifier)
     queue = BatchQueue(blocking, max_batch_size=1, max_wait_ms=0, workers=2)
     queue.start()
+    texts = ("a", "b", "c", "d")
 
     async def scenario():
-        tasks = [asyncio.create_task(queue.submit([text])) for text in ("a", "b", "c", "d")]
+        tasks = [asyncio.create_task(queue.submit([text])) for text in texts]
         await _until(lambda: len(blocking.passes) == 2 and queue.queued_texts == 2, "two running, two queued")
-        stopping = asyncio.create_task(asyncio.to_thread(queue.stop))
+        queue.stop()  # as KServe calls it: on the event loop, while both workers are inside a pass
+        held = len(blocking.passes) == 2 and not blocking.release.is_set()
+        with pytest.raises(Unavailable, match="shutting down"):
+            await asyncio.wait_for(queue.submit(["too late"]), 10)  # a job queued for no worker: never answered
         blocking.release.set()
-        await stopping
-        return await asyncio.gather(*tasks, return_exceptions=True)
+        return held, await asyncio.gather(*tasks, return_exceptions=True)
 
-    results = asyncio.run(scenario())
-    assert [isinstance(r, np.ndarray) for r in results[:2]] == [True, True]
-    assert [type(r) for r in results[2:]] == [Unavailable, Unavailable]
+    held, results = asyncio.run(scenario())
+    assert held
+    for text, probs in zip(texts, results, strict=True):
+        assert isinstance(probs, np.ndarray), probs
+        np.testing.assert_allclose(probs, classifier.predict([text]), atol=1e-5)
+    assert queue.join(timeout=10)  # then the workers end
+    assert queue.queued_texts == 0 and queue.queued_tokens == 0
+
+
+class _GatedEncoder:
+    """Wraps a classifier so a test can hold a caller inside tokenization (which runs in a thread for long
+    requests) and count the requests tokenized."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.labels, self.max_length = inner.labels, inner.max_length
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls = 0
+
+    def encode(self, texts):
+        self.calls += 1
+        if sum(map(len, texts)) > INLINE_TOKENIZE_CHARS:
+            self.entered.set()
+            self.release.wait(10)
+        return self.inner.encode(texts)
+
+    def predict_encoded(self, batch):
+        return self.inner.predict_encoded(batch)
+
+
+def test_request_tokenizing_when_stop_begins_is_refused_not_lost(classifier):
+    """The race of a scale-down: a request still tokenizing when `stop` runs gets 503, never silence."""
+    gated = _GatedEncoder(classifier)
+    queue = BatchQueue(gated, max_wait_ms=0)
+    queue.start()
+    long_texts = [_words(60)] * 20  # over INLINE_TOKENIZE_CHARS: tokenized in a thread
+
+    async def scenario():
+        late = asyncio.create_task(queue.submit(long_texts))
+        await asyncio.to_thread(gated.entered.wait, 5)
+        queue.stop()
+        gated.release.set()
+        with pytest.raises(Unavailable) as err:
+            await asyncio.wait_for(late, 10)  # a job queued for no worker would never be answered
+        calls = gated.calls
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(queue.submit(["after the stop"]), 10)
+        return err.value, gated.calls - calls
+
+    error, tokenized = asyncio.run(scenario())
+    assert error.message == "the predictor is shutting down; retry"
+    assert error.http_status == 503
+    assert tokenized == 0  # refused before any work
+    assert queue.join(timeout=10)
+    assert queue.queued_texts == 0 and queue.queued_tokens == 0
