@@ -115,12 +115,13 @@ class _BlockingClassifier:
             self.release.set()
         self.passes: list[list[str]] = []
         self.widths: list[int] = []
+        self.vocab = inner.model.encoder(inner.max_length)  # to read each pass's texts back
 
     def encode(self, texts):
         return self.inner.encode(texts)
 
     def predict_encoded(self, batch):
-        texts = [self.inner.tokenizer.decode(e.ids, skip_special_tokens=True) for e in batch]
+        texts = [self.vocab.decode(e.ids, skip_special_tokens=True) for e in batch]
         self.passes.append(texts)
         self.widths.append(max(len(e.ids) for e in batch))
         self.entered.set()
