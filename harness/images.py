@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model_dir", type=Path, default=MODEL_DIR, help="the model the modelcar holds")
     args = parser.parse_args(argv)
     chosen = [s for s in specs(args.model_dir) if not args.only or s.name in args.only]
+    if args.command == "build" and any(s.name == "sentiment-model" for s in chosen) and \
+            not (args.model_dir / "config.json").is_file():
+        raise SystemExit(f"no model at {args.model_dir} for the modelcar: set MODEL_DIR to a Hugging Face model "
+                         "directory, or SHARED_DIR to the shared/ directory (its MiniLM is the default)")
     if args.command == "build":
         print(f"base image {BASE}: {ensure_base()}; building with {tool()}", flush=True)
         for spec in chosen:
