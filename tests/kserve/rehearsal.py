@@ -197,6 +197,18 @@ def image_for(reference: str) -> Image:
     raise AssertionError(f"no local stand-in for image {reference}")
 
 
+def passwd_group(root: Path, uid: int) -> int:
+    """The primary group of `uid` in the root filesystem's /etc/passwd, or 0 when it has no entry."""
+    try:
+        for line in (root / "etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 3 and fields[2] == str(uid):
+                return int(fields[3])
+    except OSError:
+        pass
+    return 0
+
+
 def rewrite_ports(args: list[str], ports: dict[int, int]) -> list[str]:
     """Move every `--*port N` / `--*port=N` flag to the free port standing in for N (added to `ports`)."""
     def moved(value: str) -> str:
@@ -279,8 +291,8 @@ class Pod:
                 continue  # gone meanwhile
         return found
 
-    def user_namespace(self) -> tuple[int, int]:
-        """An open descriptor of the user namespace the pod's processes run in, and the uid it maps."""
+    def user_namespace(self) -> tuple[int, int, int]:
+        """An open descriptor of the user namespace the pod's processes run in, and the uid and gid it maps."""
         ours = os.stat("/proc/self/ns/user").st_ino
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -289,7 +301,7 @@ class Pod:
                     if proc.name.isdigit() and os.getpgid(int(proc.name)) == self.process.proc.pid and \
                             (proc / "ns/user").stat().st_ino != ours:
                         self._userns_fd = os.open(proc / "ns/user", os.O_RDONLY)
-                        return self._userns_fd, self.sandbox.uid
+                        return self._userns_fd, self.sandbox.uid, self.sandbox.gid
                 except OSError:
                     continue  # gone meanwhile
             time.sleep(0.02)
@@ -362,8 +374,7 @@ class Rehearsal:
             models = None
             # The containers of a pod share one user namespace, so kserve-container may follow the sidecar's
             # /proc/<pid>/root (the kernel's ptrace access rule); here each sandbox has its own, so it joins
-            # the sidecar's. That namespace maps the sidecar's uid and group alone: kserve-container runs
-            # as that uid (as KServe sets it) and, unlike the cluster, as that group too.
+            # the sidecar's, which maps the sidecar's uid and gid alone (_start checks they are its own).
             userns = car.user_namespace()
         else:  # `models` stands in for the modelcar's root filesystem (see _start)
             userns = None
@@ -420,12 +431,13 @@ class Rehearsal:
         argv = image.entrypoint([expand(a, {}) for a in container.get("args", [])])
         security = container.get("securityContext", {})
         uid = security.get("runAsUser", image.user if image.user is not None else 0)
-        sandbox = Sandbox(name, uid, security.get("runAsGroup", uid), image.workdir, {}, image.root)
+        sandbox = Sandbox(name, uid, security.get("runAsGroup", passwd_group(image.root, uid)), image.workdir, {},
+                          image.root)
         return subprocess.run(sandbox.wrap(argv), env=image.env, capture_output=True, text=True, timeout=60)
 
     def _start(self, name: str, spec: dict, namespace: str, kserve_args: Callable[[list[str]], list[str]],
                models: Path | None = None, container: dict | None = None, image: Image | None = None,
-               process: str | None = None, userns: tuple[int, int] | None = None) -> Pod:
+               process: str | None = None, userns: tuple[int, int, int] | None = None) -> Pod:
         """Start one container of pod `name` (its only one, or `container`); containers of one pod share
         its volumes' directories."""
         if container is None:
@@ -490,9 +502,16 @@ class Rehearsal:
                 (bin_dir / tool).write_text(script)
                 (bin_dir / tool).chmod(0o755)
             mounts["/rehearsal/bin"] = (bin_dir, True)
-        gid = security.get("runAsGroup", uid)
+        # The container runtime's group when none is set: the uid's own in the image's /etc/passwd, else 0
+        # (containerd's WithUserID).
+        gid = security.get("runAsGroup", passwd_group(image.root, uid))
         if userns is not None:
-            uid = gid = userns[1]
+            # The kernel lets a process follow another's /proc/<pid>/root only with the same uid and gid
+            # (ptrace access, PTRACE_MODE_READ_FSCREDS), as kserve-container reads its modelcar's model.
+            shared_uid, shared_gid = userns[1], userns[2]
+            assert (uid, gid) == (shared_uid, shared_gid), \
+                f"{name}: runs as {uid}:{gid} but its modelcar as {shared_uid}:{shared_gid}; it could not read " \
+                "the model through /proc/<pid>/root"
         sandbox = Sandbox(name, uid, gid, image.workdir, mounts, image.root, userns[0] if userns else None)
         process = ServerProcess(process or name, sandbox.wrap(argv), env, inherit_env=False,
                                 pass_fds=sandbox.pass_fds).start()

@@ -185,7 +185,7 @@ def test_containers_line_up_with_images_flags_and_ports(overlay):
         assert c["ports"][0]["containerPort"] == 8080
         for probe in ("readinessProbe", "livenessProbe"):
             assert c[probe]["httpGet"]["port"] == 8080
-        assert_locked_down(c["securityContext"])
+        assert_locked_down(c["securityContext"], modelcar=component == "predictor")
         # Knative refuses a pod-level securityContext with its default feature flags.
         assert "securityContext" not in svc["spec"][component]
     predictor = container(svc["spec"]["predictor"])
@@ -199,8 +199,12 @@ def test_containers_line_up_with_images_flags_and_ports(overlay):
     assert transformer["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
-def assert_locked_down(sec: dict) -> None:
-    assert sec["runAsNonRoot"] and sec["runAsUser"] == sec["runAsGroup"] == 1000
+def assert_locked_down(sec: dict, modelcar: bool = False) -> None:
+    """Non-root, read-only root, no capabilities, seccomp. A container reading a modelcar sets no group:
+    the sidecar KServe injects runs as gid 0 (its uid is in no /etc/passwd), and reaching its root
+    filesystem through /proc needs the same gid (tests/kserve/rehearsal.py encodes both rules)."""
+    assert sec["runAsNonRoot"] and sec["runAsUser"] == 1000
+    assert ("runAsGroup" not in sec) if modelcar else sec["runAsGroup"] == 1000
     assert sec["seccompProfile"] == {"type": "RuntimeDefault"}
     assert sec["readOnlyRootFilesystem"] and not sec["allowPrivilegeEscalation"]
     assert sec["capabilities"] == {"drop": ["ALL"]}
@@ -385,7 +389,7 @@ def test_grpc_component_renders_validates_and_is_locked_down_like_the_main_one()
     assert c["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
     assert flags(c["args"])["grpc_port"] == "8081"
     assert "securityContext" not in grpc["spec"]["predictor"]
-    assert_locked_down(c["securityContext"])
+    assert_locked_down(c["securityContext"], modelcar=True)
     main_predictor = container(main["spec"]["predictor"])
     assert c["image"] == main_predictor["image"] and c["env"] == main_predictor["env"]
     assert flags(c["args"]).items() >= {k: v for k, v in flags(main_predictor["args"]).items()}.items()

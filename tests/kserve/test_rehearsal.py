@@ -4,6 +4,7 @@ transformer -> predictor -> Redis. Needs bubblewrap (make system-deps) and the s
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -27,6 +28,7 @@ from tests.kserve.rehearsal import (
     expand,
     fake_hf_download,
     kserve_transformer_args,
+    passwd_group,
     quantity_bytes,
     rewrite_ports,
 )
@@ -243,3 +245,25 @@ def test_the_hub_download_path_runs_the_torch_image_and_exports_into_its_volume(
     # It exported at start-up, into its declared /tmp volume, and wrote nowhere else.
     assert [p for volume in hf_predictor.volumes.values() for p in volume.rglob("model.onnx")]
     assert hf_predictor.write_errors() == []
+
+
+def test_a_predictor_group_other_than_the_modelcars_cannot_read_the_model(tmp_path, exported_model):
+    """The bug a stock cluster would hit with `runAsGroup: 1000` on the predictor: KServe's sidecar runs as
+    uid 1010 with gid 0 (no /etc/passwd entry), and the kernel refuses /proc/<pid>/root across groups."""
+    docs = copy.deepcopy(list(rendered("dev")))
+    isvc = find(docs, "InferenceService", "sentiment")
+    isvc["spec"]["predictor"]["containers"][0]["securityContext"]["runAsGroup"] = 1000
+    rehearsal = Rehearsal(docs, tmp_path)
+    try:
+        with pytest.raises(AssertionError, match=r"runs as 1010:1000 but its modelcar as 1010:0"):
+            rehearsal.component("sentiment", "predictor", models=exported_model)
+        assert rehearsal.sidecars, "the modelcar image is not built (make images)"
+    finally:
+        rehearsal.stop()
+
+
+def test_the_runtime_gives_a_uid_without_a_passwd_entry_group_0(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nkserve:x:1000:1000::/home:/usr/sbin/nologin\n")
+    assert [passwd_group(tmp_path, uid) for uid in (0, 1000, 1010)] == [0, 1000, 0]
+    assert passwd_group(tmp_path / "absent", 1000) == 0
