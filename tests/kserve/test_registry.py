@@ -13,7 +13,7 @@ from harness.readme import readme_section
 from tests.kserve.rendering import KSERVE, OVERLAYS, find, render_setup, rendered_setup
 
 DEFAULT = "ghcr.io/example"
-SETUPS = [*OVERLAYS, "dev+runtime", "prod+grpc", "prod+runtime+grpc+jwt+monitoring"]
+SETUPS = [*OVERLAYS, "dev+runtime", "prod+grpc", "prod+runtime+grpc+jwt+monitoring", "prod+hf-download"]
 KNOB = "registry=ghcr.io/example"
 
 
