@@ -299,13 +299,19 @@ class Pod:
             for proc in Path("/proc").iterdir():
                 try:
                     if proc.name.isdigit() and os.getpgid(int(proc.name)) == self.process.proc.pid and \
-                            (proc / "ns/user").stat().st_ino != ours:
+                            (proc / "ns/user").stat().st_ino != ours and self._mapped(proc):
                         self._userns_fd = os.open(proc / "ns/user", os.O_RDONLY)
                         return self._userns_fd, self.sandbox.uid, self.sandbox.gid
                 except OSError:
                     continue  # gone meanwhile
             time.sleep(0.02)
         raise AssertionError(f"{self.name}: no process in a user namespace of its own")
+
+    def _mapped(self, proc: Path) -> bool:
+        """Whether bwrap has written the namespace's uid and gid maps yet (a process joining it before
+        then could not switch to the sandbox's uid)."""
+        first = [(proc / name).read_text().split()[:1] for name in ("uid_map", "gid_map")]
+        return first == [[str(self.sandbox.uid)], [str(self.sandbox.gid)]]
 
     def command_lines(self) -> list[list[str]]:
         """The argv of every process running in the pod."""
