@@ -134,18 +134,20 @@ def fingerprint(model_dir: Path) -> str:
     for path in model_files(model_dir):
         digest.update(str(path.relative_to(model_dir)).encode())
         digest.update(path.stat().st_size.to_bytes(8, "big"))
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        _hash_contents(digest, path)
     return digest.hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _hash_contents(digest, path: Path):
+    """Feed `path`'s bytes to `digest` a MiB at a time (weights are hundreds of MB)."""
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
+    return digest
+
+
+def file_sha256(path: Path) -> str:
+    return _hash_contents(hashlib.sha256(), path).hexdigest()
 
 
 def write_manifest(export_dir: Path, model_fingerprint: str) -> None:
