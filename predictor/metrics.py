@@ -7,6 +7,12 @@ BATCH_TEXTS = Histogram("sentiment_predictor_batch_texts", "Texts per forward pa
 BATCH_TOKENS = Histogram("sentiment_predictor_batch_tokens",
                          "Padded tokens per forward pass (texts x the longest text in the pass).",
                          buckets=(16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384))
+PASS_TOKENS = Counter("sentiment_predictor_pass_tokens_total",
+                      "Tokens computed in forward passes: kind=text (the texts' own) or padding (added to reach "
+                      "each pass's longest text); padding / (text + padding) is the compute padding wastes.",
+                      ["kind"])
+for _kind in ("text", "padding"):
+    PASS_TOKENS.labels(kind=_kind)
 QUEUED_TEXTS = Gauge("sentiment_predictor_queued_texts", "Texts accepted and waiting for a forward pass.")
 QUEUED_TOKENS = Gauge("sentiment_predictor_queued_tokens", "Tokens of the texts waiting for a forward pass.")
 REJECTED = Counter("sentiment_predictor_rejected_total",

@@ -192,6 +192,9 @@ class Workers:
     def _compute(self, rows: list[tuple[_Job, int]], width: int) -> None:
         metrics.BATCH_TEXTS.observe(len(rows))
         metrics.BATCH_TOKENS.observe(len(rows) * width)
+        text_tokens = sum(len(job.encoded[row].ids) for job, row in rows)
+        metrics.PASS_TOKENS.labels(kind="text").inc(text_tokens)
+        metrics.PASS_TOKENS.labels(kind="padding").inc(len(rows) * width - text_tokens)
         jobs = list(dict.fromkeys(job for job, _ in rows))
         try:
             probs = self.classifier.predict_encoded([job.encoded[row] for job, row in rows])

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tokenizers import Tokenizer
 from tritonclient.utils import InferenceServerException
 
 from harness.clients import keys_in, metric, rows_to_probs
@@ -36,6 +37,24 @@ def budget_predictor(model_dir):
 
 def v1(predictor, texts: list[str]) -> httpx.Response:
     return httpx.post(f"{predictor.url}/v1/models/sentiment:predict", json={"instances": texts}, timeout=120)
+
+
+def test_padding_is_counted_apart_from_the_texts_tokens(budget_predictor, model_dir):
+    """One pass of two texts of different lengths: the counter splits its tokens into the texts' own
+    and the padding up to the longer one (what bench.padding reads under load)."""
+    texts = [SHORT, f"{SHORT} so very much indeed"]
+    lengths = [len(e.ids) for e in Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode_batch(texts)]
+    assert lengths[0] < lengths[1] <= 2 * lengths[0]  # within 2x: they share one pass
+
+    def counted(kind: str) -> float:
+        return metric(budget_predictor, f'sentiment_predictor_pass_tokens_total{{kind="{kind}"}}')
+
+    text, padding, passes = counted("text"), counted("padding"), metric(budget_predictor,
+                                                                         "sentiment_predictor_batch_texts_count")
+    assert v1(budget_predictor, texts).status_code == 200
+    assert metric(budget_predictor, "sentiment_predictor_batch_texts_count") == passes + 1
+    assert counted("text") - text == sum(lengths)
+    assert counted("padding") - padding == lengths[1] - lengths[0]
 
 
 def v1_probs(predictor, texts: list[str]) -> np.ndarray:
