@@ -1,14 +1,16 @@
 """The KServe internals the request paths use, in one place, each exercised at start (serving.startup).
 
 The predictor's fast routes read v2 JSON with KServe's own request schema, leave structured CloudEvents
-to KServe as KServe recognises them, and call the model as KServe's routes do. Each of those is a
-KServe internal (a module path, a helper, the shape of `Model.__call__`'s answer); `self_test` in
+to KServe as KServe recognises them, and call the model as KServe's routes do; the transformer adds its
+fast routes to the OpenAPI document KServe's app serves. Each of those is a KServe internal (a module
+path, a helper, the shape of `Model.__call__`'s answer, how KServe's app builds `/openapi.json`); `self_test` in
 `serving.startup` sends a request through each before the server starts, so a KServe upgrade that
 changes one fails at start with its name. This module imports KServe: settings and tests never do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kserve.errors import InvalidInput
@@ -52,3 +54,17 @@ async def call_model(model: Any, payload: Any, headers: Headers) -> tuple[Any, H
     headers the model set."""
     response, response_headers = await model(payload, headers=headers)
     return response, response_headers
+
+
+def extend_openapi(app: Any, extend: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Have KServe's app serve `extend(schema)` at `/openapi.json` (and so at `/docs`): the routes the
+    fast path answers are not FastAPI routes, so FastAPI's schema alone would not list them. The
+    schema is built once, on first use, as FastAPI does."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = extend(build())
+        return app.openapi_schema
+
+    app.openapi = openapi

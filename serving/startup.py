@@ -146,6 +146,13 @@ async def _self_test() -> list[str]:
                          "request does not match the schema", body={"inputs": 5})
             await expect("ModelRepositoryExtension.unload (refused)", f"/v2/repository/models/{SELF_TEST_MODEL}/unload",
                          403, "the model repository API is disabled", body=None)
+        kserve_seam.extend_openapi(app, lambda schema: {**schema, "paths": {**schema.get("paths", {}),
+                                                                           "/self-test": {}}})
+        r = await client.get("/openapi.json")
+        paths = r.json().get("paths", {}) if r.status_code == 200 else {}
+        if "/self-test" not in paths or not any(path.startswith("/v2/models/") for path in paths):
+            problems.append(f"kserve_seam.extend_openapi: KServe's app answers /openapi.json with {r.status_code} "
+                            f"and paths {sorted(paths)[:5]}, not its own routes and ours")
     problems += await _grpc_problems()
     problems += await _seam_problems(kserve_seam, probe, v2)
     return problems

@@ -95,15 +95,9 @@ def install_routes(app: Any, model_name: str) -> None:
         return {"status": "healthy"}
 
     install_offline_docs(app)
+    from serving import kserve_seam  # imports KServe: only a serving process calls this
 
-    build_schema = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = _with_fast_routes(build_schema(), model_name)
-        return app.openapi_schema
-
-    app.openapi = openapi
+    kserve_seam.extend_openapi(app, lambda schema: _with_fast_routes(schema, model_name))
 
 
 DOCS_ASSETS = "/docs/assets"

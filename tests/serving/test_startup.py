@@ -54,6 +54,10 @@ REPLY = "from starlette.responses import JSONResponse\n"
      "m.FASTAPI_APP_IMPORT_STRING = 'elsewhere:app'",
      "kserve.model_server:app"),
     ("from kserve.model_server import ModelServer as m; del m._serve", "ModelServer._serve"),
+    # KServe building its OpenAPI document at start, before the transformer adds its fast routes.
+    (REST + "register = m._register_endpoints\ndef eager(self, app):\n    register(self, app)\n"
+     "    app.openapi_schema = app.openapi()\nm._register_endpoints = eager",
+     "kserve_seam.extend_openapi"),
 ])
 def test_a_moved_kserve_internal_fails_start_up_loudly(break_kserve, named):
     result = run_python(f"{break_kserve}\nfrom serving.startup import check_kserve; check_kserve()")
