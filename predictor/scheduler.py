@@ -11,9 +11,9 @@ The policy, all of it here (`workers` carries it out and decides nothing):
   large requests take turns, and sentences of similar size keep their order.
 - A request that younger requests overtook in `MAX_SKIPPED_PASSES` passes in a row goes first,
   so none is starved.
-- Each request's texts go shortest first, and a text joins a pass if its length is within 2x of
-  the pass's width or it adds at most `Budget.pad_slack_tokens` of padding, so short texts never
-  ride, padded, in a pass of long ones.
+- Each request's texts go shortest first, and a text joins a pass if the pass's longest text stays
+  within 2x of its shortest, or the text adds at most `Budget.pad_slack_tokens` of padding, so short
+  texts never ride, padded, in a pass of long ones (nor in a pass that grew, text by text, long).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 
 MAX_SKIPPED_PASSES = 4
 """A request overtaken by younger requests in this many passes in a row leads the next one."""
-PAD_SLACK_TOKENS = 64
+PAD_SLACK_TOKENS = 16
 """Most padding a text of a very different length (over 2x) may add to a pass it joins; beyond
 that it waits for a pass of its own length.
 
 A pass costs about its padded tokens plus a fixed cost worth 15-25 tokens (MiniLM and DistilBERT on
-ONNX Runtime, 2 cores); a few times that lets short texts of different lengths share passes while a
-short text never rides, padded, in a pass of long ones."""
+ONNX Runtime, 2 cores), so a text that adds less padding than that costs less in a pass than in one
+of its own. More slack wastes compute under load: at 64 tokens, 55% of the tokens computed for
+one-sentence SST-2 requests from 32 clients were padding, at 16 about 35% (`python -m bench.padding`)."""
 SIZE_CLASS_TOKENS = 128
 """Requests within the same step of this many tokens are served first come first served, so a
 slightly longer sentence is not overtaken by shorter ones; a 300-token text waits behind them."""
@@ -82,16 +83,17 @@ def next_pass(pending: Sequence[Request], budget: Budget) -> Pass:
     """The texts of the next forward pass: empty only when no request has a text left."""
     order = sorted((i for i, r in enumerate(pending) if r.lengths), key=lambda i: _priority(pending[i], budget))
     takes: list[tuple[int, int]] = []
-    texts = width = 0
+    texts = width = shortest = 0
     for i in order:
         if texts >= budget.max_texts or (texts + 1) * width > budget.max_tokens:
             break
         taken = 0
         for length in pending[i].lengths:
-            if texts >= budget.max_texts or (texts and not _fits(texts, width, length, budget)):
+            if texts >= budget.max_texts or (texts and not _fits(texts, width, shortest, length, budget)):
                 break
             taken += 1
             texts += 1
+            shortest = min(shortest, length) if width else length
             width = max(width, length)
         if taken:
             takes.append((i, taken))
@@ -129,11 +131,11 @@ def _priority(request: Request, budget: Budget) -> tuple:
     return (1, request.served_tokens, passes_left, request.pending_tokens // SIZE_CLASS_TOKENS, request.seq)
 
 
-def _fits(count: int, width: int, length: int, budget: Budget) -> bool:
-    """Whether a text of `length` tokens may join a pass of `count` texts padded to `width`."""
+def _fits(count: int, width: int, shortest: int, length: int, budget: Budget) -> bool:
+    """Whether a text of `length` tokens may join a pass of `count` texts from `shortest` to `width` tokens."""
     if (count + 1) * max(width, length) > budget.max_tokens:
         return False
-    if width <= 2 * length and length <= 2 * width:  # similar lengths: batching wins
+    if max(width, length) <= 2 * min(shortest, length):  # similar lengths: batching wins
         return True
     padding = count * (length - width) if length > width else width - length
     return padding <= budget.pad_slack_tokens

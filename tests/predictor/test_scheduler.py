@@ -60,6 +60,16 @@ def test_lengths_within_2x_share_a_pass_whatever_the_padding():
     assert passes([Request(0, [100, 199])], Budget(32, 1024, pad_slack_tokens=0)) == [[(0, [100, 199])]]
 
 
+def test_the_2x_rule_holds_against_the_passs_shortest_text():
+    # Each text is within 2x of the one before, but not of the shortest: a pass that grew text by
+    # text would pad the 3-token text to 33.
+    assert passes([Request(0, [3, 5, 9, 17, 33])], Budget(32, 1024, pad_slack_tokens=0)) == [
+        [(0, [3, 5])], [(0, [9, 17])], [(0, [33])]]
+    # Across requests too: each joins only while the pass stays within 2x.
+    assert passes([Request(0, [4]), Request(1, [7]), Request(2, [12])], Budget(32, 1024, pad_slack_tokens=0)) == [
+        [(0, [4]), (1, [7])], [(2, [12])]]
+
+
 def test_a_text_over_2x_joins_only_within_the_padding_slack():
     # 3 then 10: 7 tokens of padding for the first text; 50 would add 2 x 40 = 80 > 64.
     assert passes([Request(0, [50, 3, 10])]) == [[(0, [3, 10])], [(0, [50])]]
