@@ -98,7 +98,9 @@ def measured(data: dict) -> str:
     cpu = data.get("cpu", {})
     isa = "AVX-512" if cpu.get("avx512") else "AVX2" if cpu.get("avx2") else "no AVX2"
     load = data.get("load_average_at_end", ["?"])[0]
-    return (f"{data.get('when', '?')}, `{str(data.get('commit', '?'))[:9]}`, {data.get('cpus', '?')} CPUs "
+    commit = str(data.get("commit", "?"))
+    commit = commit[:9] + ("+dirty" if commit.endswith("+dirty") else "")  # uncommitted code measured: say so
+    return (f"{data.get('when', '?')}, `{commit}`, {data.get('cpus', '?')} CPUs "
             f"{cpu.get('model_name', '?')} ({isa}), load {load}: `{data.get('command', '?')}`")
 
 

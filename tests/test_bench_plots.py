@@ -75,6 +75,7 @@ def test_a_result_file_the_plot_cannot_read_is_skipped_not_fatal(tmp_path):
 
 
 # bench.figures: the README's figures, each from one published results file.
+COMMIT = re.compile(r"[0-9a-f]{40}")
 MEASURED = {"when": "2026-12-01T14:00:00", "cpus": 2, "cpu": {"model_name": "AMD EPYC", "avx2": True},
             "load_average_at_end": [1.5, 1.0, 0.5], "command": "python -m bench.cache_hit --duration 15s",
             "commit": "0123456789abcdef"}
@@ -129,6 +130,12 @@ def test_the_readme_quotes_the_published_figures_once_as_they_render():
     rerun = "python -m bench.plots --out docs/bench --readme README.md"
     assert figures.block(readme) == figures.render(), f"the README's figures block is stale: {rerun}"
     assert figures.quoted_again(readme) == []
+
+
+def test_every_published_figure_measured_committed_code():
+    dirty = [name for name, data in figures.published_files().items() if not COMMIT.fullmatch(data["commit"])]
+    assert not dirty, f"{dirty} measured uncommitted changes (+dirty): commit, re-run, publish"
+    assert "+dirty" in figures.measured({**MEASURED, "commit": "0123456789abcdef+dirty"})
 
 
 def test_every_results_file_says_where_what_and_by_which_command_it_was_measured(tmp_path, monkeypatch):
