@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def write_result(name: str, data: dict) -> Path:
 def _command() -> str:
     """The command that is running: `python -m bench.k6_mix --duration 60s`, or the script's."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return " ".join(["python", *(["-m", spec.name, *sys.argv[1:]] if spec is not None else sys.argv)])
+    # Quoted as a shell needs it: `--predictor_extra "--runtime onnx-int8"` is one argument.
+    return shlex.join(["python", *(["-m", spec.name, *sys.argv[1:]] if spec is not None else sys.argv)])
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
