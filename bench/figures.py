@@ -30,6 +30,8 @@ class Figure:
     path: tuple[str | dict, ...]
     unit: str = ""
     digits: int = 0
+    scale: float = 1
+    """What the stored value is multiplied by to be shown (bytes to MB, a share to a percentage)."""
 
     def value(self, data: dict) -> float:
         node = data
@@ -41,7 +43,7 @@ class Figure:
                     node = node[step]
         except (KeyError, StopIteration, TypeError):  # a partial run must not be published as the README's
             raise KeyError(f"{self.file} has no {self.path} ({self.name})") from None
-        return float(node)
+        return float(node) * self.scale
 
     def shown(self, data: dict) -> str:
         return f"{self.value(data):,.{self.digits}f}{self.unit}"
@@ -86,6 +88,23 @@ FIGURES = (
     _summary("batching vs naive torch per request (`onnx`, 32 clients)", SERVED, "served_32_vs_naive_torch_32", "x", 1),
     _summary("batching vs naive torch per request (`onnx-int8`, 32 clients)", "served_distilbert_onnx-int8.json",
              "served_32_vs_naive_torch_32", "x", 1),
+    *(Figure(f"SST-2 dev accuracy, MiniLM `{runtime}`", "accuracy.json", ("rows", {"runtime": runtime}, "accuracy"),
+             "", 3) for runtime in ("onnx", "onnx-int8", "torch-int8")),
+    Figure("`onnx-int8` top label as torch's, SST-2 dev", "accuracy.json",
+           ("rows", {"runtime": "onnx-int8"}, "label_agreement_with_torch"), "%", 1, 100),
+    *(Figure(f"`auto` gate, {where}, `onnx-int8` vs fp32: {what}", "auto_runtime.json",
+             ("rows", {"set": rows, "runtime": "onnx-int8"}, key), unit, digits, scale)
+      for where, rows in (("calibration set", "calibration (1,000 SST-2 train)"), ("SST-2 dev", "SST-2 dev (872)"))
+      for what, key, unit, digits, scale in (("top-label agreement", "agreement", "%", 1, 100),
+                                             ("mean abs probability difference", "mean_abs_diff", "", 3, 1))),
+    *(Figure(f"raw DistilBERT `{runtime}`, 16 tokens, batch {batch}", "raw_model_distilbert.json",
+             ("rows", {"runtime": runtime, "tokens": 16, "batch": batch}, "seq_per_s"), " seq/s")
+      for runtime in ("torch", "onnx", "onnx-int8") for batch in (1, 32)),
+    *(Figure(f"cold start, {image} predictor, {model}: exec to first answer", "cold_start.json",
+             ("rows", {"image": image, "model": model}, "first_answer_s"), " s", 2)
+      for image, model in (("torch-free", "minilm"), ("torch-free", "distilbert"), ("torch", "minilm"))),
+    *(Figure(f"image `{image}`", "cold_start.json", ("image_bytes", f"{image}:0.1.0"), " MB", 0, 1e-6)
+      for image in ("sentiment-predictor", "sentiment-predictor-torch", "sentiment-transformer")),
     Figure("misses on a predictor of its own, 1 pass x 2 threads: p99", "parallel_passes.json",
            ("series", {"parallel_passes": 1, "threads": 2}, "p99_ms"), " ms"),
     Figure("misses on a predictor of its own, 2 passes x 1 thread: p99", "parallel_passes.json",
