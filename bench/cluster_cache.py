@@ -12,13 +12,13 @@ Everything shares this machine's cores: the figures compare the two sides, they 
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from bench.common import MINILM_DIR, table, write_result
-from bench.k6_mix import k6, sentences, warm
+from bench.common import MINILM_DIR, add_row, command_line, table, write_result
+from bench.driver import k6, warm
 from harness.clients import metric
 from harness.processes import PredictorProcess, RedisClusterServers, RedisServer, TransformerProcess
+from harness.sst2 import sentences
 
 COLUMNS = ["target", "requests", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms", "failed_requests",
            "redis_hits"]
@@ -45,8 +45,7 @@ def run(duration: str = "10s", vus: int = 10) -> dict:
                 row = {"target": target, **k6(endpoint, hot, cold, duration, hit_ratio=1.0, vus=vus)}
                 row["redis_hits"] = metric(transformer, REDIS_HITS) - hits
                 assert row["redis_hits"] == row["requests"], row  # each request one text, each a Redis hit
-                rows.append(row)
-                print(table(rows[-1:], COLUMNS), flush=True)
+                add_row(rows, row, COLUMNS)
             finally:
                 transformer.stop()
     finally:
@@ -63,14 +62,9 @@ def run(duration: str = "10s", vus: int = 10) -> dict:
         "description": "k6 bench/k6/mixed.js at 100% hits, one text per request, against a transformer on one "
                        "redis-server and then on a local 3-master Redis Cluster (--redis_cluster), near cache off, "
                        "one after the other in one run; shared MiniLM predictor, everything on this machine's cores",
-        "command": f"python -m bench.cluster_cache --duration {duration} --vus {vus}",
         "summary": summary, "series": rows})
     return summary
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", default="10s")
-    parser.add_argument("--vus", type=int, default=10)
-    args = parser.parse_args()
-    run(args.duration, args.vus)
+    command_line(run, __doc__)

@@ -17,7 +17,6 @@ imports cost.
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import tempfile
@@ -29,12 +28,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.common import CACHE, MINILM_DIR, distilbert_dir, table, write_result
+from bench.common import CACHE, MINILM_DIR, SENTENCE, command_line, distilbert_dir, table, write_result
 from harness import images
-from harness.processes import RedisServer, ServerProcess, free_port
+from harness.processes import PredictorProcess, RedisServer, ServerProcess, TransformerProcess, free_port
 from harness.sandbox import Sandbox, built_image
 
-SENTENCE = "The acting was solid and the story kept me interested until the very end"
 PREDICTOR_IMAGES = {"torch-free": f"sentiment-predictor:{images.VERSION}",
                     "torch": f"sentiment-predictor-torch:{images.VERSION}"}
 TRANSFORMER_IMAGE = f"sentiment-transformer:{images.VERSION}"
@@ -144,9 +142,7 @@ def transformer_once(redis: RedisServer) -> dict:
 
 
 def seed_cache(redis: RedisServer, model_dir: Path) -> None:
-    """Put the sentence in Redis through a real predictor and transformer from the images (the first pod)."""
-    from harness.processes import PredictorProcess, TransformerProcess
-
+    """Put the sentence in Redis through a real predictor and transformer (the first pod)."""
     predictor = PredictorProcess(model_dir).start()
     try:
         transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis.url).start()
@@ -156,6 +152,14 @@ def seed_cache(redis: RedisServer, model_dir: Path) -> None:
             transformer.stop()
     finally:
         predictor.stop()
+
+
+def medians(runs: list[dict]) -> dict:
+    """Each start-up figure's median over `runs` (NaN where a log did not show a phase), and the
+    slowest first answer."""
+    keys = dict.fromkeys(key for r in runs for key in r)
+    return {**{key: statistics.median(r.get(key, float("nan")) for r in runs) for key in keys},
+            "first_answer_s_max": max(r["first_answer_s"] for r in runs)}
 
 
 def run(repeats: int = 3) -> list[dict]:
@@ -177,19 +181,12 @@ def run(repeats: int = 3) -> list[dict]:
     finally:
         redis.stop()
 
-    rows = []
-    for (image, model), runs in samples.items():
-        rows.append({"image": image, "model": model, "repeats": repeats,
-                     "first_answer_s": statistics.median(r["first_answer_s"] for r in runs),
-                     "first_answer_s_max": max(r["first_answer_s"] for r in runs),
-                     "model_loaded_s": statistics.median(r.get("model_loaded_s", float("nan")) for r in runs),
-                     "serving_s": statistics.median(r.get("serving_s", float("nan")) for r in runs),
-                     "imports_s": profiles[(image, model)]})
+    rows = [{"image": image, "model": model, "repeats": repeats, **medians(runs), "imports_s": profiles[(image, model)]}
+            for (image, model), runs in samples.items()]
     rows.append({"image": "transformer", "model": "(cache hit, predictor at zero)", "repeats": repeats,
-                 "first_answer_s": statistics.median(r["first_answer_s"] for r in transformer),
-                 "first_answer_s_max": max(r["first_answer_s"] for r in transformer)})
-    ratios = {model: statistics.median(r["first_answer_s"] for r in samples[("torch", model)]) /
-              statistics.median(r["first_answer_s"] for r in samples[("torch-free", model)]) for model in models}
+                 **medians(transformer)})
+    first = {(r["image"], r["model"]): r["first_answer_s"] for r in rows}
+    ratios = {model: first[("torch", model)] / first[("torch-free", model)] for model in models}
     sizes = {ref: images.size_bytes(ref) for ref in [*PREDICTOR_IMAGES.values(), TRANSFORMER_IMAGE]}
     print(table(rows, ["image", "model", "first_answer_s", "first_answer_s_max", "model_loaded_s", "serving_s"]))
     for model, ratio in ratios.items():
@@ -197,12 +194,9 @@ def run(repeats: int = 3) -> list[dict]:
     for (image, model), costs in profiles.items():
         print(f"imports ({image}, {model}): " + ", ".join(f"{k} {v:.2f}s" for k, v in costs.items()))
     print("image sizes: " + ", ".join(f"{ref} {size / 1e6:.0f} MB" for ref, size in sizes.items()))
-    write_result("cold_start", {"rows": rows, "torch_over_torch_free": ratios, "image_bytes": sizes,
-                                "command": f"python -m bench.cold_start --repeats {repeats}"})
+    write_result("cold_start", {"rows": rows, "torch_over_torch_free": ratios, "image_bytes": sizes})
     return rows
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
-    run(parser.parse_args().repeats)
+    command_line(run, __doc__)

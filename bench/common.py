@@ -1,9 +1,12 @@
-"""What every benchmark needs: model directories, result files, tables, other revisions' predictors.
+"""What every benchmark needs: model directories, its command line, result files, tables, other
+revisions' predictors.
 
 The load driver is bench.driver (k6)."""
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import os
 import platform
@@ -13,6 +16,8 @@ import subprocess
 import sys
 import tarfile
 import time
+import typing
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.processes import REPO, SHARED, PredictorProcess, http_ready
@@ -40,10 +45,44 @@ def distilbert_dir() -> Path:
     return target
 
 
+def model_dir(model: str) -> Path:
+    """`minilm` (the shared real model) or `distilbert` (the production architecture, random weights)."""
+    if model == "minilm":
+        return MINILM_DIR
+    if model == "distilbert":
+        return distilbert_dir()
+    raise ValueError(f"the model is minilm or distilbert, not {model!r}")
+
+
 def sentence_of_tokens(tokens: int) -> str:
     """A sentence of about `tokens` word-piece tokens (specials included)."""
     words = (SENTENCE + " ") * (tokens // 14 + 1)
     return " ".join(words.split()[: max(1, tokens - 2)])
+
+
+def command_line(run: Callable, doc: str | None, **helps: str) -> None:
+    """`python -m bench.X [--flag value ...]` calls `run` with a flag per parameter, defaulting as
+    `run` does, so a benchmark's flags cannot drift from what it measures. The default says how a
+    flag reads: a bool is a switch, a tuple a comma-separated list of its items' type, a
+    `list[str] | None` process flags separated by spaces; a parameter without a default is required."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, param in inspect.signature(run, eval_str=True).parameters.items():
+        default, hint = param.default, param.annotation
+        flag: dict = {"help": helps.get(name)}
+        if default is param.empty:
+            flag.update(required=True, type=hint if hint in (int, float, str) else str)
+        elif isinstance(default, bool):
+            flag.update(action="store_true")
+        elif isinstance(default, tuple):
+            item = type(default[0])
+            flag.update(default=default, type=lambda value, item=item: tuple(item(x) for x in value.split(",") if x))
+        elif list[str] in typing.get_args(hint):
+            flag.update(default=default, type=str.split)
+        else:  # a plain annotation, else the default's type (a None default: a string)
+            kind = hint if hint in (int, float, str) else str if default is None else type(default)
+            flag.update(default=default, type=kind)
+        parser.add_argument(f"--{name}", **flag)
+    run(**vars(parser.parse_args()))
 
 
 def cpu_info() -> dict:
@@ -94,6 +133,13 @@ def _command() -> str:
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     # Quoted as a shell needs it: `--predictor_extra "--runtime onnx-int8"` is one argument.
     return shlex.join(["python", *(["-m", spec.name, *sys.argv[1:]] if spec is not None else sys.argv)])
+
+
+def add_row(rows: list[dict], row: dict, columns: list[str]) -> dict:
+    """Append a measured row and print it at once: a run of many minutes shows its progress."""
+    rows.append(row)
+    print(table([row], columns), flush=True)
+    return row
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

@@ -19,39 +19,34 @@ Every ratio comes from one run of one server. Results: bench/results/fairness.js
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
-import subprocess
 import threading
 import time
 
 import httpx
 
 from bench.common import (
-    MINILM_DIR,
     RevisionPredictor,
-    distilbert_dir,
+    add_row,
+    command_line,
     export_revision,
+    model_dir,
     sentence_of_tokens,
     table,
     write_result,
 )
-from bench.k6_mix import sentences
 from harness.processes import PredictorProcess
+from harness.sst2 import sentences
 
 LONG = "a long sentence about a film " * 100  # 600 words: truncated to 512 tokens
 SHORT = "I love this movie"
 TOKEN_BUDGET_BASELINE = "814a616"
 """The last revision before token-budgeted fair passes (the README's "before")."""
-
-
-def cpu_info() -> dict:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    return {"cpu_model": fields.get("Model name", "?").strip(), "avx2": "avx2" in flags,
-            "avx512": any(f.startswith("avx512") for f in flags), "avx512_vnni": "avx512_vnni" in flags}
+BESIDE_COLUMNS = ["model", "server", "short_alone_s", "one_512_token_text_s", "large_alone_s", "large_beside_s",
+                  "short_beside_large_s"]
+MIXED_COLUMNS = ["model", "server", "long_share", "short_requests", "long_requests", "short_p50_ms", "short_p99_ms",
+                 "long_p50_ms", "requests_per_s"]
 
 
 def timed(client: httpx.Client, url: str, texts: list[str]) -> float:
@@ -128,23 +123,19 @@ def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), 
         clients: int = 8, repeats: int = 2) -> dict:
     """Compare the predictor of git revision `before` with this checkout's."""
     commit, source = export_revision(before)
-    dirs = {"minilm": MINILM_DIR, "distilbert": distilbert_dir()}
     servers = {"before": lambda d: RevisionPredictor(source, d), "after": PredictorProcess}
     fairness_rows, mixed_rows = [], []
     for model in dict.fromkeys((*models, *mixed_models)):
         for name, make in servers.items():
-            server = make(dirs[model]).start()
+            server = make(model_dir(model)).start()
             try:
                 if model in models:
-                    fairness_rows.append({"model": model, "server": name, **beside_large(server, repeats)})
-                    print(table(fairness_rows[-1:], ["model", "server", "short_alone_s", "one_512_token_text_s",
-                                                     "large_alone_s", "short_beside_large_s"]), flush=True)
+                    add_row(fairness_rows, {"model": model, "server": name, **beside_large(server, repeats)},
+                            BESIDE_COLUMNS)
                 if model in mixed_models:
                     for share in (0.0, 0.1):
-                        mixed_rows.append({"model": model, "server": name, "long_share": share,
-                                           **mixed_load(server, seconds, clients, share)})
-                        print(table(mixed_rows[-1:], ["model", "server", "long_share", "short_p50_ms",
-                                                      "short_p99_ms", "requests_per_s"]), flush=True)
+                        add_row(mixed_rows, {"model": model, "server": name, "long_share": share,
+                                             **mixed_load(server, seconds, clients, share)}, MIXED_COLUMNS)
             finally:
                 server.stop()
     summary = {}
@@ -157,27 +148,18 @@ def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), 
             p99 = {r["long_share"]: r["short_p99_ms"] for r in mixed_rows
                    if r["model"] == model and r["server"] == name}
             summary[f"{model}_{name}_mixed_short_p99_ratio"] = p99[0.1] / p99[0.0]
-    print(table(fairness_rows, ["model", "server", "short_alone_s", "one_512_token_text_s", "large_alone_s",
-                                "large_beside_s", "short_beside_large_s"]))
-    print(table(mixed_rows, ["model", "server", "long_share", "short_requests", "long_requests", "short_p50_ms",
-                             "short_p99_ms", "long_p50_ms", "requests_per_s"]))
+    print(table(fairness_rows, BESIDE_COLUMNS))
+    print(table(mixed_rows, MIXED_COLUMNS))
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
-    write_result("fairness", {**cpu_info(), "baseline": before, "baseline_commit": commit,
+    write_result("fairness", {"baseline": before, "baseline_commit": commit,
                               "clients": clients, "seconds": seconds, "fairness": fairness_rows,
                               "mixed": mixed_rows, "summary": summary})
     return summary
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="minilm,distilbert", help="models for the beside-a-large-request test")
-    parser.add_argument("--mixed_models", default="minilm", help="models for the mixed-length load")
-    parser.add_argument("--seconds", type=float, default=20, help="length of each mixed-load phase")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2, help="large requests per server")
-    parser.add_argument("--before", required=True,
-                        help=f"git revision whose predictor is 'before' (the README's: {TOKEN_BUDGET_BASELINE})")
-    args = parser.parse_args()
-    split = lambda value: tuple(m for m in value.split(",") if m)  # noqa: E731
-    run(args.before, split(args.models), split(args.mixed_models), args.seconds, args.clients, args.repeats)
+    command_line(run, __doc__, models="models for the beside-a-large-request test",
+                 mixed_models="models for the mixed-length load", seconds="length of each mixed-load phase",
+                 repeats="large requests per server",
+                 before=f"git revision whose predictor is 'before' (the README's: {TOKEN_BUDGET_BASELINE})")
