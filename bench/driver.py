@@ -71,6 +71,7 @@ def k6(url: str, hot: list[str], cold: list[str], duration: str, hit_ratio: floa
     }
     for kind in ("hit", "miss"):
         split = metrics[f"http_req_duration{{kind:{kind}}}"]
-        result.update({f"{kind}_p50_ms": split["med"], f"{kind}_p95_ms": split["p(95)"],
+        result.update({f"{kind}_requests": metrics[f"http_reqs{{kind:{kind}}}"]["count"],
+                       f"{kind}_p50_ms": split["med"], f"{kind}_p95_ms": split["p(95)"],
                        f"{kind}_p99_ms": split["p(99)"], f"{kind}_max_ms": split["max"]})
     return result

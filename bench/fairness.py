@@ -7,7 +7,7 @@
    with itself), started from an export of that revision with the same flags; "after" is this
    checkout. The README's figures take `TOKEN_BUDGET_BASELINE`, the scheduler that ran each
    request's texts to the end before the next request.
-2. A mixed-length load (issue 12): closed-loop clients each sending one SST-2 sentence per
+2. A mixed-length load (issue 12): closed-loop k6 clients each sending one SST-2 sentence per
    request, then the same with 10% of requests carrying one 256-320-token text instead: p50/p99
    of the short requests with and without the long ones, before and after.
 
@@ -36,6 +36,7 @@ from bench.common import (
     table,
     write_result,
 )
+from bench.driver import k6
 from harness.processes import PredictorProcess
 from harness.sst2 import sentences
 
@@ -46,7 +47,7 @@ TOKEN_BUDGET_BASELINE = "814a616"
 BESIDE_COLUMNS = ["model", "server", "short_alone_s", "one_512_token_text_s", "large_alone_s", "large_beside_s",
                   "short_beside_large_s"]
 MIXED_COLUMNS = ["model", "server", "long_share", "short_requests", "long_requests", "short_p50_ms", "short_p99_ms",
-                 "long_p50_ms", "requests_per_s"]
+                 "long_p50_ms", "requests_per_s", "failed_requests"]
 
 
 def timed(client: httpx.Client, url: str, texts: list[str]) -> float:
@@ -87,36 +88,17 @@ def beside_large(server: PredictorProcess, repeats: int) -> dict:
 
 
 def mixed_load(server: PredictorProcess, seconds: float, clients: int, long_share: float) -> dict:
-    """Closed-loop clients; a share of requests carry one long text. Latency of the short ones."""
-    url = f"{server.url}/v1/models/sentiment:predict"
-    pool = sentences("dev.tsv", 400)
-    stop = threading.Event()
-    short_latencies: list[float] = []
-    long_latencies: list[float] = []
-
-    def client(seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx.Client(timeout=600) as http:
-            while not stop.is_set():
-                if rng.random() < long_share:
-                    text = f"{rng.randrange(10**6)} {sentence_of_tokens(rng.randint(256, 320))}"
-                    long_latencies.append(timed(http, url, [text]))
-                else:
-                    short_latencies.append(timed(http, url, [rng.choice(pool)]))
-
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)  # the load runs for a fixed time
-    stop.set()
-    for t in threads:
-        t.join()
-    short_latencies.sort()
-    return {"short_requests": len(short_latencies), "long_requests": len(long_latencies),
-            "short_p50_ms": 1000 * short_latencies[len(short_latencies) // 2],
-            "short_p99_ms": 1000 * short_latencies[int(len(short_latencies) * 0.99)],
-            "long_p50_ms": 1000 * statistics.median(long_latencies) if long_latencies else None,
-            "requests_per_s": (len(short_latencies) + len(long_latencies)) / seconds}
+    """k6, `clients` virtual users in a closed loop, one text per request: an SST-2 sentence, or in
+    a share of the requests a text of 256-320 tokens instead. The short requests' latency apart."""
+    rng = random.Random(0)
+    long_texts = [sentence_of_tokens(rng.randint(256, 320)) for _ in range(64)]
+    result = k6(f"{server.url}/v1/models/sentiment:predict", sentences("dev.tsv", 400), long_texts,
+                f"{seconds:g}s", hit_ratio=1 - long_share, vus=clients, body="instances")
+    # The scenario's repeated texts ("hits") are the short ones; its unique ones ("misses") the long.
+    return {"short_requests": result["hit_requests"], "long_requests": result["miss_requests"],
+            "short_p50_ms": result["hit_p50_ms"], "short_p99_ms": result["hit_p99_ms"],
+            "long_p50_ms": result["miss_p50_ms"] if long_share else None,
+            "requests_per_s": result["requests_per_s"], "failed_requests": result["failed_requests"]}
 
 
 def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), seconds: float = 20,
