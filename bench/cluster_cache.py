@@ -13,6 +13,7 @@ Everything shares this machine's cores: the figures compare the two sides, they 
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 
 from bench.common import MINILM_DIR, add_row, command_line, table, write_result
 from bench.driver import k6, warm
@@ -27,17 +28,17 @@ REDIS_HITS = 'sentiment_cache_hits_total{tier="redis"}'
 
 def run(duration: str = "10s", vus: int = 10) -> dict:
     hot, cold = sentences("dev.tsv", 200), sentences("train.tsv", 10)
-    predictor = PredictorProcess(MINILM_DIR).start()
-    single, cluster = RedisServer(), RedisClusterServers(replicas=0)
     rows = []
-    try:
-        single.start()
+    with ExitStack() as running:
+        predictor = running.enter_context(PredictorProcess(MINILM_DIR).start())
+        single = running.enter_context(RedisServer().start())
+        cluster = RedisClusterServers(replicas=0)
+        running.callback(cluster.stop)
         cluster.start()
         for target, url, extra in (("one node", single.url, []),
                                    ("cluster, 3 masters", cluster.url(), ["--redis_cluster"])):
-            transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", url,
-                                             extra=[*extra, "--near_cache_entries", "0"]).start()
-            try:
+            with TransformerProcess(f"127.0.0.1:{predictor.http_port}", url,
+                                    extra=[*extra, "--near_cache_entries", "0"]).start() as transformer:
                 endpoint = f"{transformer.url}/v1/models/sentiment:predict"
                 warm(endpoint, hot)
                 warm(endpoint, hot)  # the second pass reads the fingerprint's keys back: every text a hit
@@ -46,12 +47,6 @@ def run(duration: str = "10s", vus: int = 10) -> dict:
                 row["redis_hits"] = metric(transformer, REDIS_HITS) - hits
                 assert row["redis_hits"] == row["requests"], row  # each request one text, each a Redis hit
                 add_row(rows, row, COLUMNS)
-            finally:
-                transformer.stop()
-    finally:
-        cluster.stop()
-        single.stop()
-        predictor.stop()
     print(table(rows, COLUMNS))
     one, many = rows
     summary = {"one_node_hits_per_s": one["requests_per_s"], "cluster_hits_per_s": many["requests_per_s"],

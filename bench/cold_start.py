@@ -143,15 +143,9 @@ def transformer_once(redis: RedisServer) -> dict:
 
 def seed_cache(redis: RedisServer, model_dir: Path) -> None:
     """Put the sentence in Redis through a real predictor and transformer (the first pod)."""
-    predictor = PredictorProcess(model_dir).start()
-    try:
-        transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis.url).start()
-        try:
-            httpx.post(f"{transformer.url}/bulk-predict", json={"text": [SENTENCE]}, timeout=60).raise_for_status()
-        finally:
-            transformer.stop()
-    finally:
-        predictor.stop()
+    with (PredictorProcess(model_dir).start() as predictor,
+          TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis.url).start() as transformer):
+        httpx.post(f"{transformer.url}/bulk-predict", json={"text": [SENTENCE]}, timeout=60).raise_for_status()
 
 
 def medians(runs: list[dict]) -> dict:
@@ -174,12 +168,9 @@ def run(repeats: int = 3) -> list[dict]:
         for model, path in models.items():
             for image, ref in PREDICTOR_IMAGES.items():
                 samples.setdefault((image, model), []).append(predictor_once(ref, path, expected[model]))
-    redis = RedisServer().start()
-    try:
+    with RedisServer().start() as redis:
         seed_cache(redis, models["minilm"])
         transformer = [transformer_once(redis) for _ in range(repeats)]
-    finally:
-        redis.stop()
 
     rows = [{"image": image, "model": model, "repeats": repeats, **medians(runs), "imports_s": profiles[(image, model)]}
             for (image, model), runs in samples.items()]

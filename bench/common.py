@@ -1,5 +1,5 @@
 """What every benchmark needs: model directories, its command line, result files, tables, other
-revisions' predictors.
+revisions' code.
 
 The load driver is bench.driver (k6)."""
 
@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.processes import REPO, SHARED, PredictorProcess, http_ready
+from harness.processes import REPO, SHARED
 
 RESULTS = REPO / "bench" / "results"
 CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/sentiment-bench"))
@@ -155,26 +155,10 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
-class RevisionPredictor(PredictorProcess):
-    """The predictor of another git revision, same flags (`python -m predictor` runs from its export)."""
-
-    def __init__(self, source: Path, model_dir: Path, extra: list[str] | None = None):
-        super().__init__(model_dir, extra=extra)
-        self.source = source
-
-    def start(self, wait: bool = True) -> RevisionPredictor:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, cwd=self.source, env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        if wait:
-            self.wait_ready(http_ready(f"{self.url}/v2/models/{self.model_name}/ready"), timeout=300)
-        return self
-
-
 def export_revision(revision: str) -> tuple[str, Path]:
-    """An export of `revision`'s predictor/ and serving/. Always explicit: a default such as "where
-    this branch left main" compares main with itself once the branch is merged."""
+    """An export of `revision`'s predictor/ and serving/: `PredictorProcess(..., cwd=export)` runs
+    that revision's predictor. Always explicit: a default such as "where this branch left main"
+    compares main with itself once the branch is merged."""
     if not revision:
         raise ValueError("a baseline needs an explicit git revision")
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", revision], capture_output=True, text=True,

@@ -26,18 +26,9 @@ import time
 
 import httpx
 
-from bench.common import (
-    RevisionPredictor,
-    add_row,
-    command_line,
-    export_revision,
-    model_dir,
-    sentence_of_tokens,
-    table,
-    write_result,
-)
+from bench.common import add_row, command_line, export_revision, model_dir, sentence_of_tokens, table, write_result
 from bench.driver import k6
-from harness.processes import PredictorProcess
+from harness.processes import REPO, PredictorProcess
 from harness.sst2 import sentences
 
 LONG = "a long sentence about a film " * 100  # 600 words: truncated to 512 tokens
@@ -105,12 +96,11 @@ def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), 
         clients: int = 8, repeats: int = 2) -> dict:
     """Compare the predictor of git revision `before` with this checkout's."""
     commit, source = export_revision(before)
-    servers = {"before": lambda d: RevisionPredictor(source, d), "after": PredictorProcess}
+    servers = {"before": source, "after": REPO}  # where each predictor's code is
     fairness_rows, mixed_rows = [], []
     for model in dict.fromkeys((*models, *mixed_models)):
-        for name, make in servers.items():
-            server = make(model_dir(model)).start()
-            try:
+        for name, code in servers.items():
+            with PredictorProcess(model_dir(model), cwd=code).start() as server:
                 if model in models:
                     add_row(fairness_rows, {"model": model, "server": name, **beside_large(server, repeats)},
                             BESIDE_COLUMNS)
@@ -118,8 +108,6 @@ def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), 
                     for share in (0.0, 0.1):
                         add_row(mixed_rows, {"model": model, "server": name, "long_share": share,
                                              **mixed_load(server, seconds, clients, share)}, MIXED_COLUMNS)
-            finally:
-                server.stop()
     summary = {}
     for row in fairness_rows:
         summary[f"{row['model']}_{row['server']}_short_beside_large_s"] = row["short_beside_large_s"]

@@ -68,14 +68,12 @@ def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, rate: flo
             redis, predictor, transformer):
         redis_db1 = redis.url.rsplit("/", 1)[0] + "/1"
         for mode in () if skip_original else CACHE_MODES:
-            original = OriginalApp(MINILM_DIR, redis_db1, mode).start()
-            try:
+            # Stopped when its run ends: its process must not take CPU from the runs that follow.
+            with OriginalApp(MINILM_DIR, redis_db1, mode).start() as original:
                 url = f"{original.url}/bulk-predict"
                 warm(url, hot)
                 originals[mode] = k6(url, hot, cold, duration, hit_ratio, vus)
                 add_row(rows, {"target": f"original app, cache {mode}", **originals[mode]}, COLUMNS)
-            finally:
-                original.stop()  # its process must not take CPU from the runs that follow
         url = f"{transformer.url}/bulk-predict"
         warm(url, hot)
         ours = add_row(rows, {"target": "this stack", **k6(url, hot, cold, duration, hit_ratio, vus)}, COLUMNS)

@@ -31,15 +31,12 @@ def run(rate: float = 41, seconds: float = 30, runtime: str = "onnx", settings=(
     rows = []
     load_before = load_average()
     for n, threads in (map(int, setting.split("x")) for setting in settings):
-        server = PredictorProcess(MINILM_DIR, extra=["--runtime", runtime, "--threads", str(threads),
-                                                     "--parallel_passes", str(n)]).start()
-        try:
+        extra = ["--runtime", runtime, "--threads", str(threads), "--parallel_passes", str(n)]
+        with PredictorProcess(MINILM_DIR, extra=extra).start() as server:
             url = f"{server.url}/v2/models/sentiment/infer"
             k6(url, [], texts[:20], "2s", hit_ratio=0.0, rate=rate, body="v2")  # warm the model
             add_row(rows, {"parallel_passes": n, "threads": threads,
                            **k6(url, [], texts, f"{seconds:g}s", hit_ratio=0.0, rate=rate, body="v2")}, COLUMNS)
-        finally:
-            server.stop()
     print(table(rows, COLUMNS))
     base = next(r for r in rows if f"{r['parallel_passes']}x{r['threads']}" == baseline)
     summary = {f"p99_ratio_{r['parallel_passes']}x{r['threads']}_vs_{baseline}": r["p99_ms"] / base["p99_ms"]

@@ -13,19 +13,10 @@ from __future__ import annotations
 
 import json
 
-from bench.common import (
-    SENTENCE,
-    RevisionPredictor,
-    add_row,
-    command_line,
-    export_revision,
-    model_dir,
-    table,
-    write_result,
-)
+from bench.common import SENTENCE, add_row, command_line, export_revision, model_dir, table, write_result
 from bench.driver import k6
 from bench.raw_model import throughput
-from harness.processes import PredictorProcess
+from harness.processes import REPO, PredictorProcess
 from predictor.classifier import SentimentClassifier
 
 
@@ -47,17 +38,13 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
         commit, sources[f"batching@{commit[:8]}"] = export_revision(baseline)
         servers[f"batching@{commit[:8]}"] = servers["batching"]
     for name, extra in servers.items():
-        server = (RevisionPredictor(sources[name], directory, extra=extra) if name in sources
-                  else PredictorProcess(directory, extra=extra)).start()
-        try:
+        with PredictorProcess(directory, extra=extra, cwd=sources.get(name, REPO)).start() as server:
             url = f"{server.url}/v1/models/sentiment:predict"
             k6(url, [SENTENCE], [], "3s", hit_ratio=1.0, vus=8, body="instances")  # warm-up
             for c in concurrencies:
                 result = k6(url, [SENTENCE], [], f"{seconds}s", hit_ratio=1.0, vus=c, body="instances")
                 add_row(rows, {"server": name, "concurrency": c, **result},
                         ["server", "concurrency", "requests_per_s", "p50_ms", "p99_ms"])
-        finally:
-            server.stop()
     at32 = {r["server"]: r["requests_per_s"] for r in rows if r["concurrency"] == 32}
     summary = {"raw_batch1_seq_per_s": raw[1], "raw_batch32_seq_per_s": raw[32],
                "served_32_vs_raw_batch32": at32["batching"] / raw[32],
