@@ -87,19 +87,17 @@ def command_line(run: Callable, doc: str | None, **helps: str) -> None:
 
 def cpu_info() -> dict:
     """The CPU a figure was measured on: results differ between AVX2-only and AVX-512/VNNI machines."""
-    model = ""
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        flags = set(flags.split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        flags = set()
-    return {"model_name": model or platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "avx2": "avx2" in flags, "avx512": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags}
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    first: dict[str, str] = {}  # the first processor's fields
+    for key, _, value in (line.partition(":") for line in lines):
+        first.setdefault(key.strip(), value.strip())
+    flags = set(first.get("flags", "").split())
+    return {"model_name": first.get("model name") or platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
+            "avx512_vnni": "avx512_vnni" in flags}
 
 
 def load_average() -> list[float]:
