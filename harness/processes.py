@@ -39,8 +39,8 @@ def free_port() -> int:
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None,
-               log: Path | None = None) -> None:
-    """Poll `check` until it returns True or `timeout` seconds pass (monotonic clock)."""
+               log: Path | None = None, interval: float = 0.05) -> None:
+    """Poll `check` every `interval` seconds until it returns True or `timeout` seconds pass (monotonic clock)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -51,7 +51,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subpr
                 return
         except (httpx.HTTPError, OSError):
             pass
-        time.sleep(0.05)
+        time.sleep(interval)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
     raise TimeoutError(f"{what} not ready after {timeout}s\n{tail}")
 
@@ -88,8 +88,8 @@ class ServerProcess:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def wait_ready(self, check: Callable[[], bool], timeout: float = 120) -> ServerProcess:
-        wait_until(check, timeout, self.name, self.proc, self.log_path)
+    def wait_ready(self, check: Callable[[], bool], timeout: float = 120, interval: float = 0.05) -> ServerProcess:
+        wait_until(check, timeout, self.name, self.proc, self.log_path, interval)
         return self
 
     @property
