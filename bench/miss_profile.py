@@ -18,7 +18,6 @@ process used (from /proc), so oversubscription shows.
 from __future__ import annotations
 
 import collections
-import os
 import re
 import shutil
 import subprocess
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from bench.common import command_line, load_average, table, write_result
 from bench.driver import k6, warm
@@ -44,17 +45,13 @@ def snapshot(procs: dict) -> dict:
     histograms, and each process' CPU seconds."""
     return {"hop": histogram_sums(procs["transformer"], "sentiment_predictor_latency_seconds"),
             "predict": histogram_sums(procs["predictor"], "request_predict_seconds"),
-            "cpu": {k: cpu_seconds(p.proc.pid) for k, p in procs.items()}}
+            "cpu": {k: cpu_seconds(p) for k, p in procs.items()}}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+def cpu_seconds(server) -> float:
+    """User + system CPU seconds of a server process, all its threads."""
+    times = psutil.Process(server.proc.pid).cpu_times()
+    return times.user + times.system
 
 
 def top_functions(raw: Path, limit: int = 12) -> list[dict]:
@@ -93,7 +90,7 @@ def run(rate: float = 818, seconds: int = 30, hit_ratio: float = 0.95, predictor
                                       "--output", str(Path(tmp, f"{k}.txt"))],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for k, p in procs.items()}
-        threads = {k: thread_count(p.proc.pid) for k, p in procs.items()}
+        threads = {k: psutil.Process(p.proc.pid).num_threads() for k, p in procs.items()}
         started = time.monotonic()
         result = k6(url, hot, cold, f"{seconds}s", hit_ratio, rate=rate)
         elapsed = time.monotonic() - started
