@@ -68,9 +68,11 @@ def command_line(run: Callable, doc: str | None, **helps: str) -> None:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, param in inspect.signature(run, eval_str=True).parameters.items():
         default, hint = param.default, param.annotation
+        # A plain annotation says the value's type, else the default does (none, or None: a string).
+        kind = hint if hint in (int, float, str) else str if default in (None, param.empty) else type(default)
         flag: dict = {"help": helps.get(name)}
         if default is param.empty:
-            flag.update(required=True, type=hint if hint in (int, float, str) else str)
+            flag.update(required=True, type=kind)
         elif isinstance(default, bool):
             flag.update(action="store_true")
         elif isinstance(default, tuple):
@@ -78,8 +80,7 @@ def command_line(run: Callable, doc: str | None, **helps: str) -> None:
             flag.update(default=default, type=lambda value, item=item: tuple(item(x) for x in value.split(",") if x))
         elif list[str] in typing.get_args(hint):
             flag.update(default=default, type=str.split)
-        else:  # a plain annotation, else the default's type (a None default: a string)
-            kind = hint if hint in (int, float, str) else str if default is None else type(default)
+        else:
             flag.update(default=default, type=kind)
         parser.add_argument(f"--{name}", **flag)
     run(**vars(parser.parse_args()))
