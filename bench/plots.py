@@ -188,7 +188,7 @@ def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
                 sections.append(f"## {what}\n\nFrom `{source.name}`, measured {figures.measured(data)}.\n\n"
                                 + "\n\n".join(f"![{p.stem}]({p.name})" for p in images))
     if out.resolve() != results.resolve():
-        for name in sorted(plotted | {f.file for f in figures.FIGURES}):
+        for name in sorted(plotted | set(figures.FILES)):
             if (results / name).is_file():
                 shutil.copy(results / name, out / name)
     report = out / "REPORT.md"
