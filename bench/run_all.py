@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench import (
     accuracy,
+    auto_runtime,
     batch_tokens,
     cache_hit,
     cluster_cache,
@@ -24,6 +25,7 @@ def main() -> None:
     raw_model.run("distilbert")
     batch_tokens.run()
     accuracy.run()
+    auto_runtime.run()  # what --runtime auto decides on this CPU, and its int8 candidate on SST-2 dev
     for runtime in ("onnx", "onnx-int8"):
         served.run("distilbert", runtime)
     cache_hit.run()
