@@ -27,7 +27,7 @@ import psutil
 import redis
 
 from bench.common import MINILM_DIR, command_line, table, write_result
-from bench.driver import SCENARIOS, k6_binary
+from bench.driver import run_scenario
 from harness.clients import predictor_answers, rows_to_probs
 from harness.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
 from harness.sst2 import sentences
@@ -39,9 +39,8 @@ def load(url: str, pool: list[str], seconds: int, clients: int) -> list[tuple[li
         pool_file, log = Path(tmp, "pool.json"), Path(tmp, "answers.jsonl")
         pool_file.write_text(json.dumps(pool))
         env = {"URL": url, "POOL_FILE": pool_file, "VUS": clients, "DURATION": f"{seconds}s"}
-        subprocess.run([k6_binary(), "run", "--quiet", "--log-format", "json", "--console-output", str(log),
-                        *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), str(SCENARIOS / "soak.js")],
-                       check=True, stdout=subprocess.DEVNULL)
+        run_scenario("soak.js", env, "--log-format", "json", "--console-output", str(log), check=True,
+                     stdout=subprocess.DEVNULL)
         answers = [json.loads(json.loads(line)["msg"]) for line in log.read_text().splitlines()]
     results = []
     for a in answers:
