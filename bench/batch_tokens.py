@@ -10,10 +10,9 @@ rounds so machine noise hits every shape alike. If 1,024-token passes do not buy
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from bench.common import MINILM_DIR, distilbert_dir, sentence_of_tokens, table, write_result
+from bench.common import command_line, model_dir, sentence_of_tokens, table, write_result
 from predictor.classifier import SentimentClassifier
 
 SHAPES = ((16, 32), (32, 32), (4, 128), (8, 128), (2, 256), (4, 256), (1, 512), (2, 512))
@@ -22,7 +21,7 @@ SHAPES = ((16, 32), (32, 32), (4, 128), (8, 128), (2, 256), (4, 256), (1, 512), 
 def run(models=("minilm", "distilbert"), runtime: str = "onnx", rounds: int = 4, seconds: float = 0.6) -> list[dict]:
     rows = []
     for model in models:
-        classifier = SentimentClassifier(MINILM_DIR if model == "minilm" else distilbert_dir(), runtime=runtime)
+        classifier = SentimentClassifier(model_dir(model), runtime=runtime)
         encoded = {shape: classifier.encode([sentence_of_tokens(shape[1])] * shape[0]) for shape in SHAPES}
         spent = dict.fromkeys(SHAPES, 0.0)
         passes = dict.fromkeys(SHAPES, 0)
@@ -47,9 +46,4 @@ def run(models=("minilm", "distilbert"), runtime: str = "onnx", rounds: int = 4,
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="minilm,distilbert")
-    parser.add_argument("--runtime", default="onnx")
-    parser.add_argument("--rounds", type=int, default=4)
-    args = parser.parse_args()
-    run(tuple(args.models.split(",")), args.runtime, args.rounds)
+    command_line(run, __doc__)

@@ -9,9 +9,7 @@ for `--duration` per route, on the local stack; the predictor calls during each 
 
 from __future__ import annotations
 
-import argparse
-
-from bench.common import SENTENCE, table, write_result
+from bench.common import SENTENCE, add_row, command_line, table, write_result
 from bench.driver import k6, warm
 from bench.stack import local_stack
 from harness.clients import metric
@@ -29,8 +27,7 @@ def run(duration: str = "15s", vus: int = 32) -> list[dict]:
             misses_before = metric(transformer, "sentiment_cache_misses_total")
             result = k6(url, [SENTENCE], [], duration, hit_ratio=1.0, vus=vus)
             result["predictor_calls_during_run"] = metric(transformer, "sentiment_cache_misses_total") - misses_before
-            rows.append({"route": route, **result})
-            print(table(rows[-1:], ["route", "requests_per_s", "p50_ms", "p99_ms"]), flush=True)
+            add_row(rows, {"route": route, **result}, ["route", "requests_per_s", "p50_ms", "p99_ms"])
     print(table(rows, ["route", "vus", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "failed_requests",
                        "predictor_calls_during_run"]))
     write_result("cache_hit", {"rows": rows, "workers": 1, "sentence": SENTENCE})
@@ -38,8 +35,4 @@ def run(duration: str = "15s", vus: int = 32) -> list[dict]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", default="15s")
-    parser.add_argument("--vus", type=int, default=32)
-    args = parser.parse_args()
-    run(args.duration, args.vus)
+    command_line(run, __doc__)

@@ -12,13 +12,14 @@ Everything shares this machine's cores: the figures compare the two sides, they 
 
 from __future__ import annotations
 
-import argparse
 import json
+from contextlib import ExitStack
 
-from bench.common import MINILM_DIR, table, write_result
-from bench.k6_mix import k6, sentences, warm
+from bench.common import MINILM_DIR, add_row, command_line, table, write_result
+from bench.driver import k6, warm
 from harness.clients import metric
 from harness.processes import PredictorProcess, RedisClusterServers, RedisServer, TransformerProcess
+from harness.sst2 import sentences
 
 COLUMNS = ["target", "requests", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms", "failed_requests",
            "redis_hits"]
@@ -27,17 +28,17 @@ REDIS_HITS = 'sentiment_cache_hits_total{tier="redis"}'
 
 def run(duration: str = "10s", vus: int = 10) -> dict:
     hot, cold = sentences("dev.tsv", 200), sentences("train.tsv", 10)
-    predictor = PredictorProcess(MINILM_DIR).start()
-    single, cluster = RedisServer(), RedisClusterServers(replicas=0)
     rows = []
-    try:
-        single.start()
+    with ExitStack() as running:
+        predictor = running.enter_context(PredictorProcess(MINILM_DIR).start())
+        single = running.enter_context(RedisServer().start())
+        cluster = RedisClusterServers(replicas=0)
+        running.callback(cluster.stop)
         cluster.start()
         for target, url, extra in (("one node", single.url, []),
                                    ("cluster, 3 masters", cluster.url(), ["--redis_cluster"])):
-            transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", url,
-                                             extra=[*extra, "--near_cache_entries", "0"]).start()
-            try:
+            with TransformerProcess(f"127.0.0.1:{predictor.http_port}", url,
+                                    extra=[*extra, "--near_cache_entries", "0"]).start() as transformer:
                 endpoint = f"{transformer.url}/v1/models/sentiment:predict"
                 warm(endpoint, hot)
                 warm(endpoint, hot)  # the second pass reads the fingerprint's keys back: every text a hit
@@ -45,14 +46,7 @@ def run(duration: str = "10s", vus: int = 10) -> dict:
                 row = {"target": target, **k6(endpoint, hot, cold, duration, hit_ratio=1.0, vus=vus)}
                 row["redis_hits"] = metric(transformer, REDIS_HITS) - hits
                 assert row["redis_hits"] == row["requests"], row  # each request one text, each a Redis hit
-                rows.append(row)
-                print(table(rows[-1:], COLUMNS), flush=True)
-            finally:
-                transformer.stop()
-    finally:
-        cluster.stop()
-        single.stop()
-        predictor.stop()
+                add_row(rows, row, COLUMNS)
     print(table(rows, COLUMNS))
     one, many = rows
     summary = {"one_node_hits_per_s": one["requests_per_s"], "cluster_hits_per_s": many["requests_per_s"],
@@ -63,14 +57,9 @@ def run(duration: str = "10s", vus: int = 10) -> dict:
         "description": "k6 bench/k6/mixed.js at 100% hits, one text per request, against a transformer on one "
                        "redis-server and then on a local 3-master Redis Cluster (--redis_cluster), near cache off, "
                        "one after the other in one run; shared MiniLM predictor, everything on this machine's cores",
-        "command": f"python -m bench.cluster_cache --duration {duration} --vus {vus}",
         "summary": summary, "series": rows})
     return summary
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", default="10s")
-    parser.add_argument("--vus", type=int, default=10)
-    args = parser.parse_args()
-    run(args.duration, args.vus)
+    command_line(run, __doc__)

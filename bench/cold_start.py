@@ -17,7 +17,6 @@ imports cost.
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import tempfile
@@ -29,12 +28,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.common import CACHE, MINILM_DIR, distilbert_dir, table, write_result
+from bench.common import CACHE, MINILM_DIR, SENTENCE, command_line, distilbert_dir, table, write_result
 from harness import images
-from harness.processes import RedisServer, ServerProcess, free_port
+from harness.processes import PredictorProcess, RedisServer, ServerProcess, TransformerProcess, free_port
 from harness.sandbox import Sandbox, built_image
 
-SENTENCE = "The acting was solid and the story kept me interested until the very end"
 PREDICTOR_IMAGES = {"torch-free": f"sentiment-predictor:{images.VERSION}",
                     "torch": f"sentiment-predictor-torch:{images.VERSION}"}
 TRANSFORMER_IMAGE = f"sentiment-transformer:{images.VERSION}"
@@ -58,37 +56,33 @@ def expected_probs(model_dir: Path) -> np.ndarray:
     return SentimentClassifier(model_dir, runtime="onnx", onnx_cache_dir=CACHE / "unused").predict([SENTENCE])[0]
 
 
-def start_in_image(stack: ExitStack, ref: str, args: list[str], mounts: dict[str, tuple[Path, bool]],
-                   env: dict[str, str] | None = None) -> tuple[ServerProcess, float, float]:
-    """The image's ENTRYPOINT with `args` (replacing CMD) in its own root filesystem; when it was exec'd
-    (wall clock, to compare with its log, and monotonic)."""
-    image = built_image(ref, stack)
-    if image is None:
-        raise SystemExit(f"image {ref} is not built: run `make images` first")
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    sandbox = Sandbox("cold-start", 1000, 1000, image.workdir, {"/tmp": (tmp, False), **mounts}, image.root)
-    process = ServerProcess(f"cold-{ref.split(':')[0]}", sandbox.wrap(image.entrypoint(args)),
-                            {**image.env, **(env or {})}, inherit_env=False)
-    started, start = time.time(), time.monotonic()
-    process.start()
-    stack.callback(process.stop)
-    return process, started, start
+def first_answer(ref: str, args: list[str], mounts: dict[str, tuple[Path, bool]], route: str, body: dict,
+                 env: dict[str, str] | None = None) -> tuple[dict[str, float], dict, str]:
+    """Exec the image's ENTRYPOINT with `args` (replacing CMD) in its own root filesystem and post
+    `body` to `route` until it answers 200: the seconds from exec to that answer and to each start-up
+    phase its log shows, the answer, and the log."""
+    port = free_port()
+    with ExitStack() as stack:
+        image = built_image(ref, stack)
+        if image is None:
+            raise SystemExit(f"image {ref} is not built: run `make images` first")
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        sandbox = Sandbox("cold-start", 1000, 1000, image.workdir, {"/tmp": (tmp, False), **mounts}, image.root)
+        argv = image.entrypoint(["--model_name=sentiment", f"--http_port={port}", f"--grpc_port={free_port()}", *args])
+        process = stack.enter_context(ServerProcess(f"cold-{ref.split(':')[0]}", sandbox.wrap(argv),
+                                                    {**image.env, **(env or {})}, inherit_env=False))
+        answers: list[tuple[float, httpx.Response]] = []
 
+        def answered() -> bool:
+            response = httpx.post(f"http://127.0.0.1:{port}{route}", json=body, timeout=5)
+            answers.append((time.monotonic(), response))  # when the answer came, not when it was asked
+            return response.status_code == 200
 
-def first_answer(url: str, body: dict, process: ServerProcess, timeout: float = 300) -> tuple[float, dict]:
-    """Poll until `url` answers 200; the monotonic time it did and the answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process.alive:
-            raise RuntimeError(f"{process.name} exited:\n{process.log()[-3000:]}")
-        try:
-            response = httpx.post(url, json=body, timeout=5)
-            if response.status_code == 200:
-                return time.monotonic(), response.json()
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.01)
-    raise TimeoutError(f"{process.name}: no answer within {timeout}s\n{process.log()[-3000:]}")
+        started, start = time.time(), time.monotonic()  # wall clock to compare with the log's
+        process.start().wait_ready(answered, timeout=300, interval=0.01)
+        log = process.log()
+    at, response = answers[-1]
+    return {"first_answer_s": at - start, **phases(log, started)}, response.json(), log
 
 
 def phases(log: str, started_wall: float) -> dict[str, float]:
@@ -114,48 +108,39 @@ def import_costs(log: str, modules=("kserve", "onnxruntime", "tokenizers", "nump
 
 
 def predictor_once(ref: str, model_dir: Path, expected: np.ndarray, profile: bool = False) -> dict:
-    port = free_port()
-    with ExitStack() as stack:
-        env = {"PYTHONPROFILEIMPORTTIME": "1"} if profile else {}
-        process, started, start = start_in_image(stack, ref, ["--model_name=sentiment", "--model_dir=/mnt/models",
-                                                              f"--http_port={port}", f"--grpc_port={free_port()}"],
-                                                 {"/mnt/models": (model_dir, True)}, env)
-        answered, body = first_answer(f"http://127.0.0.1:{port}/v1/models/sentiment:predict",
-                                      {"instances": [SENTENCE]}, process)
-        row = {label["label"]: label["score"] for label in body["predictions"][0]}
-        labels = body["labels"]
-        if not np.allclose([row[label] for label in labels], expected, atol=1e-4):
-            raise AssertionError(f"{ref}: first answer {row} differs from {dict(zip(labels, expected, strict=True))}")
-        log = process.log()
-        return {"first_answer_s": answered - start, **phases(log, started),
-                **({"imports_s": import_costs(log)} if profile else {})}
+    timings, body, log = first_answer(ref, ["--model_dir=/mnt/models"], {"/mnt/models": (model_dir, True)},
+                                      "/v1/models/sentiment:predict", {"instances": [SENTENCE]},
+                                      {"PYTHONPROFILEIMPORTTIME": "1"} if profile else {})
+    row = {label["label"]: label["score"] for label in body["predictions"][0]}
+    labels = body["labels"]
+    if not np.allclose([row[label] for label in labels], expected, atol=1e-4):
+        raise AssertionError(f"{ref}: first answer {row} differs from {dict(zip(labels, expected, strict=True))}")
+    return {**timings, **({"imports_s": import_costs(log)} if profile else {})}
 
 
 def transformer_once(redis: RedisServer) -> dict:
-    port = free_port()
-    with ExitStack() as stack:
-        process, _, start = start_in_image(stack, TRANSFORMER_IMAGE, [
-            "--model_name=sentiment", f"--http_port={port}", f"--grpc_port={free_port()}",
-            f"--predictor_host=127.0.0.1:{free_port()}", "--predictor_deadline_s=5",
-            f"--redis_url={redis.url}", "--near_cache_entries=0"], {})
-        answered, body = first_answer(f"http://127.0.0.1:{port}/bulk-predict", {"text": [SENTENCE]}, process)
-        assert body["predictions"][0][0]["label"] in ("POSITIVE", "NEGATIVE")
-        return {"first_answer_s": answered - start}
+    """The transformer's first answer, from Redis: nothing listens at its predictor address (scaled to zero)."""
+    timings, body, _ = first_answer(TRANSFORMER_IMAGE, [f"--predictor_host=127.0.0.1:{free_port()}",
+                                                        "--predictor_deadline_s=5", f"--redis_url={redis.url}",
+                                                        "--near_cache_entries=0"], {},
+                                    "/bulk-predict", {"text": [SENTENCE]})
+    assert body["predictions"][0][0]["label"] in ("POSITIVE", "NEGATIVE")
+    return {"first_answer_s": timings["first_answer_s"]}
 
 
 def seed_cache(redis: RedisServer, model_dir: Path) -> None:
-    """Put the sentence in Redis through a real predictor and transformer from the images (the first pod)."""
-    from harness.processes import PredictorProcess, TransformerProcess
+    """Put the sentence in Redis through a real predictor and transformer (the first pod)."""
+    with (PredictorProcess(model_dir).start() as predictor,
+          TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis.url).start() as transformer):
+        httpx.post(f"{transformer.url}/bulk-predict", json={"text": [SENTENCE]}, timeout=60).raise_for_status()
 
-    predictor = PredictorProcess(model_dir).start()
-    try:
-        transformer = TransformerProcess(f"127.0.0.1:{predictor.http_port}", redis.url).start()
-        try:
-            httpx.post(f"{transformer.url}/bulk-predict", json={"text": [SENTENCE]}, timeout=60).raise_for_status()
-        finally:
-            transformer.stop()
-    finally:
-        predictor.stop()
+
+def medians(runs: list[dict]) -> dict:
+    """Each start-up figure's median over `runs` (NaN where a log did not show a phase), and the
+    slowest first answer."""
+    keys = dict.fromkeys(key for r in runs for key in r)
+    return {**{key: statistics.median(r.get(key, float("nan")) for r in runs) for key in keys},
+            "first_answer_s_max": max(r["first_answer_s"] for r in runs)}
 
 
 def run(repeats: int = 3) -> list[dict]:
@@ -170,26 +155,16 @@ def run(repeats: int = 3) -> list[dict]:
         for model, path in models.items():
             for image, ref in PREDICTOR_IMAGES.items():
                 samples.setdefault((image, model), []).append(predictor_once(ref, path, expected[model]))
-    redis = RedisServer().start()
-    try:
+    with RedisServer().start() as redis:
         seed_cache(redis, models["minilm"])
         transformer = [transformer_once(redis) for _ in range(repeats)]
-    finally:
-        redis.stop()
 
-    rows = []
-    for (image, model), runs in samples.items():
-        rows.append({"image": image, "model": model, "repeats": repeats,
-                     "first_answer_s": statistics.median(r["first_answer_s"] for r in runs),
-                     "first_answer_s_max": max(r["first_answer_s"] for r in runs),
-                     "model_loaded_s": statistics.median(r.get("model_loaded_s", float("nan")) for r in runs),
-                     "serving_s": statistics.median(r.get("serving_s", float("nan")) for r in runs),
-                     "imports_s": profiles[(image, model)]})
+    rows = [{"image": image, "model": model, "repeats": repeats, **medians(runs), "imports_s": profiles[(image, model)]}
+            for (image, model), runs in samples.items()]
     rows.append({"image": "transformer", "model": "(cache hit, predictor at zero)", "repeats": repeats,
-                 "first_answer_s": statistics.median(r["first_answer_s"] for r in transformer),
-                 "first_answer_s_max": max(r["first_answer_s"] for r in transformer)})
-    ratios = {model: statistics.median(r["first_answer_s"] for r in samples[("torch", model)]) /
-              statistics.median(r["first_answer_s"] for r in samples[("torch-free", model)]) for model in models}
+                 **medians(transformer)})
+    first = {(r["image"], r["model"]): r["first_answer_s"] for r in rows}
+    ratios = {model: first[("torch", model)] / first[("torch-free", model)] for model in models}
     sizes = {ref: images.size_bytes(ref) for ref in [*PREDICTOR_IMAGES.values(), TRANSFORMER_IMAGE]}
     print(table(rows, ["image", "model", "first_answer_s", "first_answer_s_max", "model_loaded_s", "serving_s"]))
     for model, ratio in ratios.items():
@@ -197,12 +172,9 @@ def run(repeats: int = 3) -> list[dict]:
     for (image, model), costs in profiles.items():
         print(f"imports ({image}, {model}): " + ", ".join(f"{k} {v:.2f}s" for k, v in costs.items()))
     print("image sizes: " + ", ".join(f"{ref} {size / 1e6:.0f} MB" for ref, size in sizes.items()))
-    write_result("cold_start", {"rows": rows, "torch_over_torch_free": ratios, "image_bytes": sizes,
-                                "command": f"python -m bench.cold_start --repeats {repeats}"})
+    write_result("cold_start", {"rows": rows, "torch_over_torch_free": ratios, "image_bytes": sizes})
     return rows
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
-    run(parser.parse_args().repeats)
+    command_line(run, __doc__)

@@ -1,9 +1,12 @@
-"""What every benchmark needs: model directories, result files, tables, other revisions' predictors.
+"""What every benchmark needs: model directories, its command line, result files, tables, other
+revisions' code.
 
 The load driver is bench.driver (k6)."""
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import os
 import platform
@@ -13,9 +16,11 @@ import subprocess
 import sys
 import tarfile
 import time
+import typing
+from collections.abc import Callable
 from pathlib import Path
 
-from harness.processes import REPO, SHARED, PredictorProcess, http_ready
+from harness.processes import REPO, SHARED
 
 RESULTS = REPO / "bench" / "results"
 CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/sentiment-bench"))
@@ -40,27 +45,60 @@ def distilbert_dir() -> Path:
     return target
 
 
+def model_dir(model: str) -> Path:
+    """`minilm` (the shared real model) or `distilbert` (the production architecture, random weights)."""
+    if model == "minilm":
+        return MINILM_DIR
+    if model == "distilbert":
+        return distilbert_dir()
+    raise ValueError(f"the model is minilm or distilbert, not {model!r}")
+
+
 def sentence_of_tokens(tokens: int) -> str:
     """A sentence of about `tokens` word-piece tokens (specials included)."""
     words = (SENTENCE + " ") * (tokens // 14 + 1)
     return " ".join(words.split()[: max(1, tokens - 2)])
 
 
+def command_line(run: Callable, doc: str | None, **helps: str) -> None:
+    """`python -m bench.X [--flag value ...]` calls `run` with a flag per parameter, defaulting as
+    `run` does, so a benchmark's flags cannot drift from what it measures. The default says how a
+    flag reads: a bool is a switch, a tuple a comma-separated list of its items' type, a
+    `list[str] | None` process flags separated by spaces; a parameter without a default is required."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, param in inspect.signature(run, eval_str=True).parameters.items():
+        default, hint = param.default, param.annotation
+        # A plain annotation says the value's type, else the default does (none, or None: a string).
+        kind = hint if hint in (int, float, str) else str if default in (None, param.empty) else type(default)
+        flag: dict = {"help": helps.get(name)}
+        if default is param.empty:
+            flag.update(required=True, type=kind)
+        elif isinstance(default, bool):
+            flag.update(action="store_true")
+        elif isinstance(default, tuple):
+            item = type(default[0])
+            flag.update(default=default, type=lambda value, item=item: tuple(item(x) for x in value.split(",") if x))
+        elif list[str] in typing.get_args(hint):
+            flag.update(default=default, type=str.split)
+        else:
+            flag.update(default=default, type=kind)
+        parser.add_argument(f"--{name}", **flag)
+    run(**vars(parser.parse_args()))
+
+
 def cpu_info() -> dict:
     """The CPU a figure was measured on: results differ between AVX2-only and AVX-512/VNNI machines."""
-    model = ""
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        flags = set(flags.split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        flags = set()
-    return {"model_name": model or platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "avx2": "avx2" in flags, "avx512": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags}
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    first: dict[str, str] = {}  # the first processor's fields
+    for key, _, value in (line.partition(":") for line in lines):
+        first.setdefault(key.strip(), value.strip())
+    flags = set(first.get("flags", "").split())
+    return {"model_name": first.get("model name") or platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
+            "avx512_vnni": "avx512_vnni" in flags}
 
 
 def load_average() -> list[float]:
@@ -96,6 +134,13 @@ def _command() -> str:
     return shlex.join(["python", *(["-m", spec.name, *sys.argv[1:]] if spec is not None else sys.argv)])
 
 
+def add_row(rows: list[dict], row: dict, columns: list[str]) -> dict:
+    """Append a measured row and print it at once: a run of many minutes shows its progress."""
+    rows.append(row)
+    print(table([row], columns), flush=True)
+    return row
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns), "  ".join("-" * widths[c] for c in columns)]
@@ -109,26 +154,10 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
-class RevisionPredictor(PredictorProcess):
-    """The predictor of another git revision, same flags (`python -m predictor` runs from its export)."""
-
-    def __init__(self, source: Path, model_dir: Path, extra: list[str] | None = None):
-        super().__init__(model_dir, extra=extra)
-        self.source = source
-
-    def start(self, wait: bool = True) -> RevisionPredictor:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, cwd=self.source, env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        if wait:
-            self.wait_ready(http_ready(f"{self.url}/v2/models/{self.model_name}/ready"), timeout=300)
-        return self
-
-
 def export_revision(revision: str) -> tuple[str, Path]:
-    """An export of `revision`'s predictor/ and serving/. Always explicit: a default such as "where
-    this branch left main" compares main with itself once the branch is merged."""
+    """An export of `revision`'s predictor/ and serving/: `PredictorProcess(..., cwd=export)` runs
+    that revision's predictor. Always explicit: a default such as "where this branch left main"
+    compares main with itself once the branch is merged."""
     if not revision:
         raise ValueError("a baseline needs an explicit git revision")
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", revision], capture_output=True, text=True,

@@ -32,6 +32,12 @@ def k6_binary() -> str:
     return found
 
 
+def run_scenario(script: str, env: dict, *options: str, **run) -> subprocess.CompletedProcess:
+    """`k6 run --quiet OPTIONS bench/k6/SCRIPT`, `env` its `-e` variables; `run` as subprocess.run's."""
+    variables = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+    return subprocess.run([k6_binary(), "run", "--quiet", *options, *variables, str(SCENARIOS / script)], **run)
+
+
 def warm(url: str, hot: list[str]) -> None:
     """Cache every hot sentence as the load test will ask for it: one text per request."""
     with httpx.Client(timeout=60) as client:
@@ -51,9 +57,7 @@ def k6(url: str, hot: list[str], cold: list[str], duration: str, hit_ratio: floa
         env = {"URL": url, "VUS": str(vus), "DURATION": duration, "HIT_RATIO": str(hit_ratio), "BODY": body,
                **({"RATE": str(rate)} if rate else {}), **{k: str(v) for k, v in files.items()}}
         load_before = load_average()
-        subprocess.run([k6_binary(), "run", "--quiet", "--summary-export", str(summary_path),
-                        *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), str(SCENARIOS / "mixed.js")],
-                       check=True)
+        run_scenario("mixed.js", env, "--summary-export", str(summary_path), check=True)
         metrics = json.loads(summary_path.read_text())["metrics"]
     duration_ms = metrics["http_req_duration"]
     result = {
@@ -71,6 +75,7 @@ def k6(url: str, hot: list[str], cold: list[str], duration: str, hit_ratio: floa
     }
     for kind in ("hit", "miss"):
         split = metrics[f"http_req_duration{{kind:{kind}}}"]
-        result.update({f"{kind}_p50_ms": split["med"], f"{kind}_p95_ms": split["p(95)"],
+        result.update({f"{kind}_requests": metrics[f"http_reqs{{kind:{kind}}}"]["count"],
+                       f"{kind}_p50_ms": split["med"], f"{kind}_p95_ms": split["p(95)"],
                        f"{kind}_p99_ms": split["p(99)"], f"{kind}_max_ms": split["max"]})
     return result

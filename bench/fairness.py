@@ -7,7 +7,7 @@
    with itself), started from an export of that revision with the same flags; "after" is this
    checkout. The README's figures take `TOKEN_BUDGET_BASELINE`, the scheduler that ran each
    request's texts to the end before the next request.
-2. A mixed-length load (issue 12): closed-loop clients each sending one SST-2 sentence per
+2. A mixed-length load (issue 12): closed-loop k6 clients each sending one SST-2 sentence per
    request, then the same with 10% of requests carrying one 256-320-token text instead: p50/p99
    of the short requests with and without the long ones, before and after.
 
@@ -19,39 +19,26 @@ Every ratio comes from one run of one server. Results: bench/results/fairness.js
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
-import subprocess
 import threading
 import time
 
 import httpx
 
-from bench.common import (
-    MINILM_DIR,
-    RevisionPredictor,
-    distilbert_dir,
-    export_revision,
-    sentence_of_tokens,
-    table,
-    write_result,
-)
-from bench.k6_mix import sentences
-from harness.processes import PredictorProcess
+from bench.common import add_row, command_line, export_revision, model_dir, sentence_of_tokens, table, write_result
+from bench.driver import k6
+from harness.processes import REPO, PredictorProcess
+from harness.sst2 import sentences
 
 LONG = "a long sentence about a film " * 100  # 600 words: truncated to 512 tokens
 SHORT = "I love this movie"
 TOKEN_BUDGET_BASELINE = "814a616"
 """The last revision before token-budgeted fair passes (the README's "before")."""
-
-
-def cpu_info() -> dict:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    return {"cpu_model": fields.get("Model name", "?").strip(), "avx2": "avx2" in flags,
-            "avx512": any(f.startswith("avx512") for f in flags), "avx512_vnni": "avx512_vnni" in flags}
+BESIDE_COLUMNS = ["model", "server", "short_alone_s", "one_512_token_text_s", "large_alone_s", "large_beside_s",
+                  "short_beside_large_s"]
+MIXED_COLUMNS = ["model", "server", "long_share", "short_requests", "long_requests", "short_p50_ms", "short_p99_ms",
+                 "long_p50_ms", "requests_per_s", "failed_requests"]
 
 
 def timed(client: httpx.Client, url: str, texts: list[str]) -> float:
@@ -92,61 +79,35 @@ def beside_large(server: PredictorProcess, repeats: int) -> dict:
 
 
 def mixed_load(server: PredictorProcess, seconds: float, clients: int, long_share: float) -> dict:
-    """Closed-loop clients; a share of requests carry one long text. Latency of the short ones."""
-    url = f"{server.url}/v1/models/sentiment:predict"
-    pool = sentences("dev.tsv", 400)
-    stop = threading.Event()
-    short_latencies: list[float] = []
-    long_latencies: list[float] = []
-
-    def client(seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx.Client(timeout=600) as http:
-            while not stop.is_set():
-                if rng.random() < long_share:
-                    text = f"{rng.randrange(10**6)} {sentence_of_tokens(rng.randint(256, 320))}"
-                    long_latencies.append(timed(http, url, [text]))
-                else:
-                    short_latencies.append(timed(http, url, [rng.choice(pool)]))
-
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)  # the load runs for a fixed time
-    stop.set()
-    for t in threads:
-        t.join()
-    short_latencies.sort()
-    return {"short_requests": len(short_latencies), "long_requests": len(long_latencies),
-            "short_p50_ms": 1000 * short_latencies[len(short_latencies) // 2],
-            "short_p99_ms": 1000 * short_latencies[int(len(short_latencies) * 0.99)],
-            "long_p50_ms": 1000 * statistics.median(long_latencies) if long_latencies else None,
-            "requests_per_s": (len(short_latencies) + len(long_latencies)) / seconds}
+    """k6, `clients` virtual users in a closed loop, one text per request: an SST-2 sentence, or in
+    a share of the requests a text of 256-320 tokens instead. The short requests' latency apart."""
+    rng = random.Random(0)
+    long_texts = [sentence_of_tokens(rng.randint(256, 320)) for _ in range(64)]
+    result = k6(f"{server.url}/v1/models/sentiment:predict", sentences("dev.tsv", 400), long_texts,
+                f"{seconds:g}s", hit_ratio=1 - long_share, vus=clients, body="instances")
+    # The scenario's repeated texts ("hits") are the short ones; its unique ones ("misses") the long.
+    return {"short_requests": result["hit_requests"], "long_requests": result["miss_requests"],
+            "short_p50_ms": result["hit_p50_ms"], "short_p99_ms": result["hit_p99_ms"],
+            "long_p50_ms": result["miss_p50_ms"] if long_share else None,
+            "requests_per_s": result["requests_per_s"], "failed_requests": result["failed_requests"]}
 
 
 def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), seconds: float = 20,
         clients: int = 8, repeats: int = 2) -> dict:
     """Compare the predictor of git revision `before` with this checkout's."""
     commit, source = export_revision(before)
-    dirs = {"minilm": MINILM_DIR, "distilbert": distilbert_dir()}
-    servers = {"before": lambda d: RevisionPredictor(source, d), "after": PredictorProcess}
+    servers = {"before": source, "after": REPO}  # where each predictor's code is
     fairness_rows, mixed_rows = [], []
     for model in dict.fromkeys((*models, *mixed_models)):
-        for name, make in servers.items():
-            server = make(dirs[model]).start()
-            try:
+        for name, code in servers.items():
+            with PredictorProcess(model_dir(model), cwd=code).start() as server:
                 if model in models:
-                    fairness_rows.append({"model": model, "server": name, **beside_large(server, repeats)})
-                    print(table(fairness_rows[-1:], ["model", "server", "short_alone_s", "one_512_token_text_s",
-                                                     "large_alone_s", "short_beside_large_s"]), flush=True)
+                    add_row(fairness_rows, {"model": model, "server": name, **beside_large(server, repeats)},
+                            BESIDE_COLUMNS)
                 if model in mixed_models:
                     for share in (0.0, 0.1):
-                        mixed_rows.append({"model": model, "server": name, "long_share": share,
-                                           **mixed_load(server, seconds, clients, share)})
-                        print(table(mixed_rows[-1:], ["model", "server", "long_share", "short_p50_ms",
-                                                      "short_p99_ms", "requests_per_s"]), flush=True)
-            finally:
-                server.stop()
+                        add_row(mixed_rows, {"model": model, "server": name, "long_share": share,
+                                             **mixed_load(server, seconds, clients, share)}, MIXED_COLUMNS)
     summary = {}
     for row in fairness_rows:
         summary[f"{row['model']}_{row['server']}_short_beside_large_s"] = row["short_beside_large_s"]
@@ -157,27 +118,18 @@ def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), 
             p99 = {r["long_share"]: r["short_p99_ms"] for r in mixed_rows
                    if r["model"] == model and r["server"] == name}
             summary[f"{model}_{name}_mixed_short_p99_ratio"] = p99[0.1] / p99[0.0]
-    print(table(fairness_rows, ["model", "server", "short_alone_s", "one_512_token_text_s", "large_alone_s",
-                                "large_beside_s", "short_beside_large_s"]))
-    print(table(mixed_rows, ["model", "server", "long_share", "short_requests", "long_requests", "short_p50_ms",
-                             "short_p99_ms", "long_p50_ms", "requests_per_s"]))
+    print(table(fairness_rows, BESIDE_COLUMNS))
+    print(table(mixed_rows, MIXED_COLUMNS))
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
-    write_result("fairness", {**cpu_info(), "baseline": before, "baseline_commit": commit,
+    write_result("fairness", {"baseline": before, "baseline_commit": commit,
                               "clients": clients, "seconds": seconds, "fairness": fairness_rows,
                               "mixed": mixed_rows, "summary": summary})
     return summary
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="minilm,distilbert", help="models for the beside-a-large-request test")
-    parser.add_argument("--mixed_models", default="minilm", help="models for the mixed-length load")
-    parser.add_argument("--seconds", type=float, default=20, help="length of each mixed-load phase")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2, help="large requests per server")
-    parser.add_argument("--before", required=True,
-                        help=f"git revision whose predictor is 'before' (the README's: {TOKEN_BUDGET_BASELINE})")
-    args = parser.parse_args()
-    split = lambda value: tuple(m for m in value.split(",") if m)  # noqa: E731
-    run(args.before, split(args.models), split(args.mixed_models), args.seconds, args.clients, args.repeats)
+    command_line(run, __doc__, models="models for the beside-a-large-request test",
+                 mixed_models="models for the mixed-length load", seconds="length of each mixed-load phase",
+                 repeats="large requests per server",
+                 before=f"git revision whose predictor is 'before' (the README's: {TOKEN_BUDGET_BASELINE})")

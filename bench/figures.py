@@ -110,6 +110,8 @@ FIGURES = (
     Figure("misses on a predictor of its own, 2 passes x 1 thread: p99", "parallel_passes.json",
            ("series", {"parallel_passes": 2, "threads": 1}, "p99_ms"), " ms"),
 )
+FILES = tuple(dict.fromkeys(f.file for f in FIGURES))
+"""The results files the figures are read from, in the figures' order."""
 
 
 def measured(data: dict) -> str:
@@ -125,20 +127,19 @@ def measured(data: dict) -> str:
 
 def published_files(published: Path = PUBLISHED) -> dict[str, dict]:
     """The results files the figures name that are in `published`, by name, in the figures' order."""
-    files = dict.fromkeys(f.file for f in FIGURES)
-    return {name: json.loads((published / name).read_text()) for name in files if (published / name).is_file()}
+    return {name: json.loads((published / name).read_text()) for name in FILES if (published / name).is_file()}
 
 
 def render(published: Path = PUBLISHED) -> str:
     """The README's figures block: a row per published figure, how each file was measured, and the
     results files not published yet."""
-    files, data = dict.fromkeys(f.file for f in FIGURES), published_files(published)
+    data = published_files(published)
     lines = [BEGIN]
     if data:
         lines += ["| figure | value | results file |", "| --- | --- | --- |"]
         lines += [f"| {f.name} | {f.shown(data[f.file])} | `{f.file}` |" for f in FIGURES if f.file in data]
-        lines += ["", *(f"- `{name}`: {measured(data[name])}" for name in files if name in data)]
-    missing = [name for name in files if name not in data]
+        lines += ["", *(f"- `{name}`: {measured(data[name])}" for name in FILES if name in data)]
+    missing = [name for name in FILES if name not in data]
     if missing:
         lines += ["", *textwrap.wrap("Not published yet: " + ", ".join(f"`{name}`" for name in missing) + ".", 100)]
     return "\n".join([*lines, END])

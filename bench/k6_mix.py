@@ -18,14 +18,12 @@ Both hit the same route, `POST /bulk-predict` (the original contract).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-# bench.fairness and bench.cluster_cache import `k6`, `warm` and `sentences` from here.
-from bench.common import MINILM_DIR, table, write_result
+from bench.common import MINILM_DIR, add_row, command_line, table, write_result
 from bench.driver import k6, warm
 from bench.original_app import CACHE_MODES
 from bench.stack import local_stack
@@ -65,42 +63,35 @@ def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, rate: flo
         predictor_extra: list[str] | None = None, name: str = "k6_mixed") -> dict:
     hot, cold = sentences("dev.tsv", 200), sentences("train.tsv", 5000)
     rows: list[dict] = []
+    originals: dict[str, dict] = {}  # by cache mode
     with local_stack(predictor_extra=predictor_extra, transformer_extra=transformer_extra) as (
             redis, predictor, transformer):
         redis_db1 = redis.url.rsplit("/", 1)[0] + "/1"
         for mode in () if skip_original else CACHE_MODES:
-            original = OriginalApp(MINILM_DIR, redis_db1, mode).start()
-            try:
+            # Stopped when its run ends: its process must not take CPU from the runs that follow.
+            with OriginalApp(MINILM_DIR, redis_db1, mode).start() as original:
                 url = f"{original.url}/bulk-predict"
                 warm(url, hot)
-                rows.append({"target": f"original app, cache {mode}", **k6(url, hot, cold, duration, hit_ratio, vus)})
-                print(table(rows[-1:], COLUMNS), flush=True)
-            finally:
-                original.stop()  # its process must not take CPU from the runs that follow
+                originals[mode] = k6(url, hot, cold, duration, hit_ratio, vus)
+                add_row(rows, {"target": f"original app, cache {mode}", **originals[mode]}, COLUMNS)
         url = f"{transformer.url}/bulk-predict"
         warm(url, hot)
-        rows.append({"target": "this stack", **k6(url, hot, cold, duration, hit_ratio, vus)})
-        print(table(rows[-1:], COLUMNS), flush=True)
+        ours = add_row(rows, {"target": "this stack", **k6(url, hot, cold, duration, hit_ratio, vus)}, COLUMNS)
         time.sleep(2)  # let the last misses of the previous run drain
-        rows.append({"target": "this stack, fixed rate", **k6(url, hot, cold, duration, hit_ratio, vus, rate)})
-        print(table(rows[-1:], COLUMNS), flush=True)
+        fixed = k6(url, hot, cold, duration, hit_ratio, vus, rate)
+        add_row(rows, {"target": "this stack, fixed rate", **fixed}, COLUMNS)
         logs = {"predictor_log": str(predictor.log_path), "transformer_log": str(transformer.log_path)}
     print(table(rows, COLUMNS))
-    by_target = {r["target"]: r for r in rows}
-    ours, fixed = by_target["this stack"], by_target["this stack, fixed rate"]
-    summary = {"this_stack_requests_per_s": ours["requests_per_s"],
+    summary = {"this_stack_requests_per_s": ours["requests_per_s"], "this_stack_p99_ms": ours["p99_ms"],
                "x_original_reported_81_8": ours["requests_per_s"] / ORIGINAL["requests_per_s"],
                "fixed_rate_p99_ms": fixed["p99_ms"], "fixed_rate_hit_p99_ms": fixed["hit_p99_ms"],
                "fixed_rate_miss_p50_ms": fixed["miss_p50_ms"], "fixed_rate_miss_p99_ms": fixed["miss_p99_ms"],
                "fixed_rate_failed_requests": fixed["failed_requests"],
                "fixed_rate_dropped_iterations": fixed["dropped_iterations"]}
-    summary["this_stack_p99_ms"] = ours["p99_ms"]
-    for mode in CACHE_MODES:
-        base = by_target.get(f"original app, cache {mode}")
-        if base is not None:
-            summary.update({f"original_app_{mode}_requests_per_s": base["requests_per_s"],
-                            f"x_original_app_{mode}_requests_per_s": ours["requests_per_s"] / base["requests_per_s"],
-                            f"original_app_{mode}_p99_ms": base["p99_ms"]})
+    for mode, base in originals.items():
+        summary.update({f"original_app_{mode}_requests_per_s": base["requests_per_s"],
+                        f"x_original_app_{mode}_requests_per_s": ours["requests_per_s"] / base["requests_per_s"],
+                        f"original_app_{mode}_p99_ms": base["p99_ms"]})
     print(json.dumps(summary, indent=2))
     write_result(name, {
         "description": "k6 bench/k6/mixed.js on POST /bulk-predict: the original load test against the original "
@@ -112,15 +103,7 @@ def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, rate: flo
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", default="60s")
-    parser.add_argument("--vus", type=int, default=10)
-    parser.add_argument("--hit_ratio", type=float, default=0.95)
-    parser.add_argument("--rate", type=float, default=818)
-    parser.add_argument("--skip_original", action="store_true", help="only this stack (quicker, for tuning)")
-    parser.add_argument("--transformer_extra", default="", help="extra transformer flags, space separated")
-    parser.add_argument("--predictor_extra", default="", help="extra predictor flags, space separated")
-    parser.add_argument("--name", default="k6_mixed", help="result file name under bench/results/")
-    args = parser.parse_args()
-    run(args.duration, args.vus, args.hit_ratio, args.rate, args.skip_original,
-        args.transformer_extra.split() or None, args.predictor_extra.split() or None, args.name)
+    command_line(run, __doc__, skip_original="only this stack (quicker, for tuning)",
+                 transformer_extra="extra transformer flags, space separated",
+                 predictor_extra="extra predictor flags, space separated",
+                 name="result file name under bench/results/")

@@ -17,19 +17,18 @@ process used (from /proc), so oversubscription shows.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from bench.common import load_average, table, write_result
+import psutil
+
+from bench.common import command_line, load_average, table, write_result
 from bench.driver import k6, warm
 from bench.stack import local_stack
 from harness.clients import metric
@@ -41,14 +40,18 @@ def histogram_sums(server, name: str) -> tuple[float, float]:
     return metric(server, f"{name}_sum"), metric(server, f"{name}_count")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def snapshot(procs: dict) -> dict:
+    """The counters a miss's breakdown is the difference of: the hop's and the model call's
+    histograms, and each process' CPU seconds."""
+    return {"hop": histogram_sums(procs["transformer"], "sentiment_predictor_latency_seconds"),
+            "predict": histogram_sums(procs["predictor"], "request_predict_seconds"),
+            "cpu": {k: cpu_seconds(p) for k, p in procs.items()}}
 
 
-def thread_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+def cpu_seconds(server) -> float:
+    """User + system CPU seconds of a server process, all its threads."""
+    times = psutil.Process(server.proc.pid).cpu_times()
+    return times.user + times.system
 
 
 def top_functions(raw: Path, limit: int = 12) -> list[dict]:
@@ -81,27 +84,19 @@ def run(rate: float = 818, seconds: int = 30, hit_ratio: float = 0.95, predictor
         url = f"{transformer.url}/bulk-predict"
         warm(url, hot)
         procs = {"transformer": transformer, "predictor": predictor}
-        before = {"hop": histogram_sums(transformer, "sentiment_predictor_latency_seconds"),
-                  "predict": histogram_sums(predictor, "request_predict_seconds"),
-                  "cpu": {k: cpu_seconds(p.proc.pid) for k, p in procs.items()}}
+        before = snapshot(procs)
         spies = {k: subprocess.Popen([spy, "record", "--pid", str(p.proc.pid), "--duration", str(seconds),
                                       "--rate", "100", "--nonblocking", "--format", "raw",
                                       "--output", str(Path(tmp, f"{k}.txt"))],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for k, p in procs.items()}
-        threads = {k: thread_count(p.proc.pid) for k, p in procs.items()}
-        result: dict = {}
-        load = threading.Thread(target=lambda: result.update(
-            k6(url, hot, cold, f"{seconds}s", hit_ratio, rate=rate)))
+        threads = {k: psutil.Process(p.proc.pid).num_threads() for k, p in procs.items()}
         started = time.monotonic()
-        load.start()
-        load.join()
+        result = k6(url, hot, cold, f"{seconds}s", hit_ratio, rate=rate)
         elapsed = time.monotonic() - started
         for p in spies.values():
             p.wait(60)
-        after = {"hop": histogram_sums(transformer, "sentiment_predictor_latency_seconds"),
-                 "predict": histogram_sums(predictor, "request_predict_seconds"),
-                 "cpu": {k: cpu_seconds(p.proc.pid) for k, p in procs.items()}}
+        after = snapshot(procs)
         profiles = {k: top_functions(Path(tmp, f"{k}.txt")) for k in procs if Path(tmp, f"{k}.txt").exists()}
 
     def mean_ms(key: str) -> float | None:
@@ -109,17 +104,17 @@ def run(rate: float = 818, seconds: int = 30, hit_ratio: float = 0.95, predictor
         count = after[key][1] - before[key][1]
         return total / count * 1000 if count else None
 
+    calls = after["hop"][1] - before["hop"][1]
+    cpu = {k: after["cpu"][k] - before["cpu"][k] for k in procs}
     breakdown = {
         "k6_miss_p50_ms": result["miss_p50_ms"], "k6_miss_p99_ms": result["miss_p99_ms"],
         "transformer_to_predictor_mean_ms": mean_ms("hop"),
         "predictor_model_call_mean_ms": mean_ms("predict"),
-        "predictor_calls": after["hop"][1] - before["hop"][1],
-        "cpu_share_of_one_core": {k: (after["cpu"][k] - before["cpu"][k]) / elapsed for k in after["cpu"]},
+        "predictor_calls": calls,
+        "cpu_share_of_one_core": {k: seconds_used / elapsed for k, seconds_used in cpu.items()},
         # CPU per request holds up on a busy machine, where latencies measure the neighbours too.
-        "transformer_cpu_ms_per_request": (after["cpu"]["transformer"] - before["cpu"]["transformer"]) * 1000
-        / max(1, result["requests"]),
-        "predictor_cpu_ms_per_call": (after["cpu"]["predictor"] - before["cpu"]["predictor"]) * 1000
-        / max(1, after["hop"][1] - before["hop"][1]),
+        "transformer_cpu_ms_per_request": cpu["transformer"] * 1000 / max(1, result["requests"]),
+        "predictor_cpu_ms_per_call": cpu["predictor"] * 1000 / max(1, calls),
         "threads": threads,
     }
     print(table([result], ["requests_per_s", "p50_ms", "p99_ms", "hit_p99_ms", "miss_p50_ms", "miss_p99_ms",
@@ -130,18 +125,12 @@ def run(rate: float = 818, seconds: int = 30, hit_ratio: float = 0.95, predictor
         print(table(rows, ["function", "self_share", "inclusive_share"]))
     write_result(name, {"description": __doc__.split("\n\n")[0], "load": result, "breakdown": breakdown,
                         "profiles": profiles, "predictor_extra": predictor_extra or [],
-                        "transformer_extra": transformer_extra or [], "load_average_before": result.get(
-                            "load_average_before"), "load_average_after": load_average()})
+                        "transformer_extra": transformer_extra or [],
+                        "load_average_before": result["load_average_before"], "load_average_after": load_average()})
     return breakdown
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=818)
-    parser.add_argument("--seconds", type=int, default=30)
-    parser.add_argument("--predictor_extra", default="")
-    parser.add_argument("--transformer_extra", default="")
-    parser.add_argument("--name", default="miss_profile")
-    args = parser.parse_args()
-    run(args.rate, args.seconds, predictor_extra=args.predictor_extra.split() or None,
-        transformer_extra=args.transformer_extra.split() or None, name=args.name)
+    command_line(run, __doc__, predictor_extra="extra predictor flags, space separated",
+                 transformer_extra="extra transformer flags, space separated",
+                 name="result file name under bench/results/")

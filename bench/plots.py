@@ -57,48 +57,50 @@ def served(data: dict, title: str) -> plt.Figure:
 
 
 def k6_series(data: dict) -> dict[str, dict]:
-    """Every run a k6 result holds, by name: `result` (this stack), entries of lists such as `series`
-    or `rows` (named by their `target` or `route`), and any other object with a throughput, such as
-    the original's figures."""
-    series = {}
-    for key, value in data.items():
-        runs = value if isinstance(value, list) else [value]
-        for i, run in enumerate(runs):
-            if isinstance(run, dict) and "requests_per_s" in run:
-                name = "this stack" if key == "result" else key.replace("_", " ")
-                if isinstance(value, list):
-                    name = run.get("target") or run.get("route") or run.get("name") or f"{name} {i + 1}"
-                series[name] = run
+    """Every run a k6 result holds, by name: its `series` (bench.k6_mix, by `target`) or `rows`
+    (bench.cache_hit, by `route`), and the original team's reported figures."""
+    series = {run.get("target") or run["route"]: run for run in data.get("series") or data.get("rows") or []}
+    if "original_reported" in data:
+        series["original reported"] = data["original_reported"]
     return series
 
 
+def grouped_bars(ax: plt.Axes, groups: list[str], sets: dict[str, list[float | None]],
+                 label: Callable[[float], str] = lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.1f}") -> None:
+    """A bar per set in each group, each with its value written on it; a value a run did not report
+    (None) draws no bar."""
+    width = 0.8 / len(sets)
+    for i, (name, values) in enumerate(sets.items()):
+        bars = ax.bar([j + i * width for j in range(len(groups))], [v or 0 for v in values], width,
+                      color=f"C{i}", label=name)
+        ax.bar_label(bars, labels=[label(v) if v else "" for v in values], fontsize=7)
+    ax.set_xticks([j + width * (len(sets) - 1) / 2 for j in range(len(groups))], _wrap(groups))
+    ax.grid(axis="y", alpha=0.3)
+
+
 def k6_runs(data: dict, title: str) -> plt.Figure:
-    """Requests/s and latency percentiles of each run the k6 result holds, side by side."""
+    """Requests/s and p50/p95/p99 of each run the k6 result holds, side by side; the p99 bound the
+    original team reported is a line."""
     series = k6_series(data)
     if not series:
         raise KeyError("requests_per_s")
     fig, (rps, latency) = plt.subplots(1, 2, figsize=(max(11, 3 + 2.2 * len(series)), 4.6))
-    names = list(series)
-    bars = rps.bar(_wrap(names), [s["requests_per_s"] for s in series.values()],
-                   color=[f"C{i}" for i in range(len(names))])
+    bars = rps.bar(_wrap(list(series)), [s["requests_per_s"] for s in series.values()],
+                   color=[f"C{i}" for i in range(len(series))])
     rps.bar_label(bars, fmt="%.0f")
     rps.set(title="Throughput", ylabel="requests/s")
-    width = 0.8 / max(1, len(names))
-    for i, (name, run) in enumerate(series.items()):
-        shown = [(k.removesuffix("_ms"), run[k]) for k in LATENCIES if k in run]
-        bounds = [(k.removesuffix("_ms_below") + " <", run[k]) for k in ("p95_ms_below", "p99_ms_below") if k in run]
-        labels = [k for k, _ in shown + bounds]
-        xs = [LATENCIES.index(f"{k.split()[0]}_ms") + i * width for k in labels]
-        latency.bar(xs, [v for _, v in shown + bounds], width, color=f"C{i}", label=name,
-                    hatch=["" for _ in shown] + ["//" for _ in bounds])
-    latency.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(LATENCIES))],
-                       [k.removesuffix("_ms") for k in LATENCIES])
-    latency.set(title="Latency (hatched: reported upper bound)", ylabel="ms")
-    if latency.patches:
+    rps.grid(axis="y", alpha=0.3)
+    measured = {name: run for name, run in series.items() if "p50_ms" in run}
+    if measured:
+        grouped_bars(latency, list(measured),
+                     {key.removesuffix("_ms"): [run.get(key) for run in measured.values()] for key in LATENCIES})
         latency.set_yscale("log")
+    bound = data.get("original_reported", {}).get("p99_ms_below")
+    if bound:
+        latency.axhline(bound, color="grey", linestyle=":", label=f"original reported: p99 < {bound:,} ms")
+    latency.set(title="Latency", ylabel="ms")
+    if measured or bound:
         latency.legend(fontsize=8)
-    for ax in (rps, latency):
-        ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     return fig
 
@@ -110,15 +112,9 @@ def hit_vs_miss(data: dict, title: str) -> plt.Figure:
         raise KeyError("hit_p50_ms")
     fig, ax = plt.subplots(figsize=(max(6.5, 2.6 * len(series)), 4.4))
     keys = ("hit_p50_ms", "hit_p99_ms", "miss_p50_ms", "miss_p99_ms")
-    width = 0.8 / len(keys)
-    for i, key in enumerate(keys):
-        values = [run.get(key, 0) for run in series.values()]
-        bars = ax.bar([j + i * width for j in range(len(series))], values, width, color=f"C{i}",
-                      label=key.removesuffix("_ms").replace("_", " "))
-        ax.bar_label(bars, labels=[f"{v:,.0f}" if v >= 10 else f"{v:.1f}" for v in values], fontsize=7)
-    ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(series))], _wrap(list(series)))
+    grouped_bars(ax, list(series), {key.removesuffix("_ms").replace("_", " "): [run.get(key) for run in series.values()]
+                                    for key in keys})
     ax.set(title="Repeated (cache hit) and new (miss) texts: p50 and p99", ylabel="ms", yscale="log")
-    ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(title)
     return fig
@@ -128,14 +124,10 @@ def accuracy(data: dict, title: str) -> plt.Figure:
     """SST-2 dev accuracy and label agreement with fp32 torch, per runtime."""
     rows = data["rows"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    names = [r["runtime"] for r in rows]
-    for i, key in enumerate(("accuracy", "label_agreement_with_torch")):
-        bars = ax.bar([j + i * 0.38 for j in range(len(rows))], [r[key] for r in rows], 0.38,
-                      label=key.replace("_", " "), color=f"C{i}")
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks([j + 0.19 for j in range(len(rows))], names)
+    grouped_bars(ax, [r["runtime"] for r in rows],
+                 {key.replace("_", " "): [r[key] for r in rows] for key in ("accuracy", "label_agreement_with_torch")},
+                 label="{:.3f}".format)
     ax.set(title=title, ylim=(0.8, 1.02))
-    ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right")
     return fig
 
@@ -167,10 +159,12 @@ PLOTS: dict[str, tuple[str, list[tuple[str, Callable[[dict, str], plt.Figure]]]]
 
 
 def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
-    """Write a PNG per plot of every result file found, and REPORT.md linking them; the PNGs written."""
+    """Write a PNG per plot of every result file found, and REPORT.md linking them; the PNGs written.
+    With `out` elsewhere, the result files plotted and those the README's figures name are copied
+    there too: the evidence beside the plots."""
     out = out or results
     out.mkdir(parents=True, exist_ok=True)
-    written, sections = [], []
+    written, sections, plotted = [], [], set()
     for pattern, (what, plots) in PLOTS.items():
         for source in sorted(results.glob(pattern)):
             data = json.loads(source.read_text())
@@ -190,16 +184,11 @@ def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
                 written.append(path)
                 images.append(path)
             if images:
-                if out.resolve() != results.resolve():
-                    shutil.copy(source, out / source.name)  # the figures' evidence, beside their plots
-                measured = (f"measured {data.get('when', '?')} on {data.get('cpus', '?')} CPUs "
-                            f"({data.get('machine', '?')})")
-                if "command" in data:
-                    measured += f", {figures.measured(data)}"
-                sections.append(f"## {what}\n\nFrom `{source.name}`, {measured}.\n\n"
+                plotted.add(source.name)
+                sections.append(f"## {what}\n\nFrom `{source.name}`, measured {figures.measured(data)}.\n\n"
                                 + "\n\n".join(f"![{p.stem}]({p.name})" for p in images))
-    if out.resolve() != results.resolve():  # the README's figures that have no plot are published too
-        for name in sorted({f.file for f in figures.FIGURES}):
+    if out.resolve() != results.resolve():
+        for name in sorted(plotted | set(figures.FILES)):
             if (results / name).is_file():
                 shutil.copy(results / name, out / name)
     report = out / "REPORT.md"

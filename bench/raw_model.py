@@ -1,14 +1,14 @@
 """Raw offline throughput of the inference core: runtime x batch size x sequence length.
 
-    python -m bench.raw_model [--model distilbert|minilm] [--seconds 5]
+    python -m bench.raw_model [--model distilbert|minilm] [--seconds 4] [--batches 1,8,32] [--lengths 16,64]
+                              [--runtimes torch,torch-int8,onnx,onnx-int8]
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from bench.common import MINILM_DIR, distilbert_dir, sentence_of_tokens, table, write_result
+from bench.common import add_row, command_line, model_dir, sentence_of_tokens, table, write_result
 from predictor.classifier import RUNTIMES, SentimentClassifier
 
 
@@ -24,23 +24,19 @@ def throughput(classifier: SentimentClassifier, batch: int, tokens: int, seconds
 
 def run(model: str = "distilbert", seconds: float = 4, batches=(1, 8, 32), lengths=(16, 64),
         runtimes=RUNTIMES) -> list[dict]:
-    model_dir = distilbert_dir() if model == "distilbert" else MINILM_DIR
+    directory = model_dir(model)
+    columns = ["model", "runtime", "tokens", "batch", "seq_per_s"]
     rows = []
     for runtime in runtimes:
-        classifier = SentimentClassifier(model_dir, runtime=runtime)
+        classifier = SentimentClassifier(directory, runtime=runtime)
         for tokens in lengths:
             for batch in batches:
-                rows.append({"model": model, "runtime": runtime, "tokens": tokens, "batch": batch,
-                             "seq_per_s": throughput(classifier, batch, tokens, seconds)})
-                print(table(rows[-1:], list(rows[-1])).splitlines()[-1], flush=True)
-    print(table(rows, ["model", "runtime", "tokens", "batch", "seq_per_s"]))
+                add_row(rows, {"model": model, "runtime": runtime, "tokens": tokens, "batch": batch,
+                               "seq_per_s": throughput(classifier, batch, tokens, seconds)}, columns)
+    print(table(rows, columns))
     write_result(f"raw_model_{model}", {"rows": rows, "seconds_per_cell": seconds})
     return rows
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", choices=("distilbert", "minilm"), default="distilbert")
-    parser.add_argument("--seconds", type=float, default=4)
-    args = parser.parse_args()
-    run(args.model, args.seconds)
+    command_line(run, __doc__)

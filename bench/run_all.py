@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench import (
     accuracy,
+    auto_runtime,
     batch_tokens,
     cache_hit,
     cluster_cache,
@@ -24,11 +25,14 @@ def main() -> None:
     raw_model.run("distilbert")
     batch_tokens.run()
     accuracy.run()
+    auto_runtime.run()  # what --runtime auto decides on this CPU, and its int8 candidate on SST-2 dev
     for runtime in ("onnx", "onnx-int8"):
         served.run("distilbert", runtime)
     cache_hit.run()
     cluster_cache.run()  # cache hits through a 3-master Redis Cluster and through one node
     k6_mix.run()  # the original app and this stack side by side, then the fixed arrival rate
+    # The same fixed arrival rate on onnx-int8; the original app does not depend on the predictor's runtime.
+    k6_mix.run(skip_original=True, predictor_extra=["--runtime", "onnx-int8"], name="k6_mixed_onnx_int8")
     miss_profile.run()
     parallel_passes.run()
     cold_start.run()

@@ -6,32 +6,24 @@ server of that git revision too (same flags; its predictor/ and serving/ exporte
 before/after comes from one run; without it, no revision is compared.
 
     python -m bench.served [--model distilbert|minilm] [--runtime torch] [--seconds 15] [--baseline REV]
+                           [--concurrencies 1,8,32,64] [--max_wait_ms 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from bench.common import (
-    MINILM_DIR,
-    SENTENCE,
-    RevisionPredictor,
-    distilbert_dir,
-    export_revision,
-    table,
-    write_result,
-)
+from bench.common import SENTENCE, add_row, command_line, export_revision, model_dir, table, write_result
 from bench.driver import k6
 from bench.raw_model import throughput
-from harness.processes import PredictorProcess
+from harness.processes import REPO, PredictorProcess
 from predictor.classifier import SentimentClassifier
 
 
 def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
         concurrencies=(1, 8, 32, 64), max_wait_ms: float = 2.0, baseline: str | None = None) -> dict:
-    model_dir = distilbert_dir() if model == "distilbert" else MINILM_DIR
-    classifier = SentimentClassifier(model_dir, runtime=runtime)
+    directory = model_dir(model)
+    classifier = SentimentClassifier(directory, runtime=runtime)
     raw = {b: throughput(classifier, b, len(classifier.encode([SENTENCE])[0].ids), 5) for b in (1, 32)}
     del classifier
     print(f"raw offline ({runtime}, {model}): batch 1 {raw[1]:.1f}/s, batch 32 {raw[32]:.1f}/s", flush=True)
@@ -46,18 +38,13 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
         commit, sources[f"batching@{commit[:8]}"] = export_revision(baseline)
         servers[f"batching@{commit[:8]}"] = servers["batching"]
     for name, extra in servers.items():
-        server = (RevisionPredictor(sources[name], model_dir, extra=extra) if name in sources
-                  else PredictorProcess(model_dir, extra=extra)).start()
-        try:
+        with PredictorProcess(directory, extra=extra, cwd=sources.get(name, REPO)).start() as server:
             url = f"{server.url}/v1/models/sentiment:predict"
             k6(url, [SENTENCE], [], "3s", hit_ratio=1.0, vus=8, body="instances")  # warm-up
             for c in concurrencies:
                 result = k6(url, [SENTENCE], [], f"{seconds}s", hit_ratio=1.0, vus=c, body="instances")
-                rows.append({"server": name, "concurrency": c, **result})
-                print(table(rows[-1:], ["server", "concurrency", "requests_per_s", "p50_ms", "p99_ms"]),
-                      flush=True)
-        finally:
-            server.stop()
+                add_row(rows, {"server": name, "concurrency": c, **result},
+                        ["server", "concurrency", "requests_per_s", "p50_ms", "p99_ms"])
     at32 = {r["server"]: r["requests_per_s"] for r in rows if r["concurrency"] == 32}
     summary = {"raw_batch1_seq_per_s": raw[1], "raw_batch32_seq_per_s": raw[32],
                "served_32_vs_raw_batch32": at32["batching"] / raw[32],
@@ -76,11 +63,4 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", choices=("distilbert", "minilm"), default="distilbert")
-    parser.add_argument("--runtime", default="torch")
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--max_wait_ms", type=float, default=2.0)
-    parser.add_argument("--baseline", help="git revision whose batching server runs beside this checkout's")
-    args = parser.parse_args()
-    run(args.model, args.runtime, args.seconds, max_wait_ms=args.max_wait_ms, baseline=args.baseline)
+    command_line(run, __doc__, baseline="git revision whose batching server runs beside this checkout's")

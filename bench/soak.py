@@ -12,7 +12,6 @@ for Redis faults; 503 with a message allowed only while the predictor is down), 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import random
@@ -27,13 +26,11 @@ import numpy as np
 import psutil
 import redis
 
-from bench.common import SHARED, table, write_result
-from bench.driver import SCENARIOS, k6_binary
+from bench.common import MINILM_DIR, command_line, table, write_result
+from bench.driver import run_scenario
 from harness.clients import predictor_answers, rows_to_probs
 from harness.processes import PredictorProcess, RedisServer, TransformerProcess, free_port
 from harness.sst2 import sentences
-
-MODEL = SHARED / "models" / "sentiment-minilm-sst2"
 
 
 def load(url: str, pool: list[str], seconds: int, clients: int) -> list[tuple[list[str], int, dict, float, float]]:
@@ -42,9 +39,8 @@ def load(url: str, pool: list[str], seconds: int, clients: int) -> list[tuple[li
         pool_file, log = Path(tmp, "pool.json"), Path(tmp, "answers.jsonl")
         pool_file.write_text(json.dumps(pool))
         env = {"URL": url, "POOL_FILE": pool_file, "VUS": clients, "DURATION": f"{seconds}s"}
-        subprocess.run([k6_binary(), "run", "--quiet", "--log-format", "json", "--console-output", str(log),
-                        *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), str(SCENARIOS / "soak.js")],
-                       check=True, stdout=subprocess.DEVNULL)
+        run_scenario("soak.js", env, "--log-format", "json", "--console-output", str(log), check=True,
+                     stdout=subprocess.DEVNULL)
         answers = [json.loads(json.loads(line)["msg"]) for line in log.read_text().splitlines()]
     results = []
     for a in answers:
@@ -60,7 +56,7 @@ def run(seconds: int = 120, clients: int = 16) -> dict:
     pool = sentences("dev.tsv", 300)
     redis_port, http_port, grpc_port = free_port(), free_port(), free_port()
     procs = {"redis": RedisServer(redis_port).start(),
-             "predictor": PredictorProcess(MODEL, http_port=http_port, grpc_port=grpc_port).start()}
+             "predictor": PredictorProcess(MINILM_DIR, http_port=http_port, grpc_port=grpc_port).start()}
     procs["transformer"] = TransformerProcess(f"127.0.0.1:{http_port}", procs["redis"].url,
                                               extra=["--predictor_deadline_s", "30"]).start()
     url = f"{procs['transformer'].url}/v1/models/sentiment:predict"
@@ -97,7 +93,7 @@ def run(seconds: int = 120, clients: int = 16) -> dict:
                 gap = [time.time(), float("inf")]  # epoch: k6 stamps its requests with Date.now()
                 predictor_gaps.append(gap)
                 procs["predictor"].kill()
-                procs["predictor"] = PredictorProcess(MODEL, http_port=http_port, grpc_port=grpc_port).start()
+                procs["predictor"] = PredictorProcess(MINILM_DIR, http_port=http_port, grpc_port=grpc_port).start()
                 gap[1] = time.time()
 
     workers = [threading.Thread(target=sample_rss), threading.Thread(target=inject)]
@@ -138,8 +134,4 @@ def run(seconds: int = 120, clients: int = 16) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=120)
-    parser.add_argument("--clients", type=int, default=16)
-    args = parser.parse_args()
-    run(args.seconds, args.clients)
+    command_line(run, __doc__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bench.common import MINILM_DIR
@@ -19,18 +19,14 @@ p818_default vs p818_threads1). Later flags in `predictor_extra` override it."""
 @contextmanager
 def local_stack(model_dir: Path = MINILM_DIR, predictor_extra: list[str] | None = None,
                 transformer_extra: list[str] | None = None):
-    redis = RedisServer().start()
-    predictor = transformer = None
-    try:
-        predictor = PredictorProcess(model_dir, extra=[*CO_LOCATED_PREDICTOR, *(predictor_extra or [])]).start()
+    with ExitStack() as running:  # stopped in reverse: the transformer, the predictor, Redis
+        redis = running.enter_context(RedisServer().start())
+        predictor = running.enter_context(
+            PredictorProcess(model_dir, extra=[*CO_LOCATED_PREDICTOR, *(predictor_extra or [])]).start())
         # `--predictor_protocol grpc-v2` among the extra flags calls the predictor's gRPC port instead.
         extra = list(transformer_extra or [])
         grpc = "grpc-v2" in extra and extra[extra.index("grpc-v2") - 1] == "--predictor_protocol"
         host = predictor.grpc_target if grpc else f"127.0.0.1:{predictor.http_port}"
-        transformer = TransformerProcess(host, redis.url, protocol="grpc-v2" if grpc else "v2",
-                                         extra=extra).start()
+        transformer = running.enter_context(
+            TransformerProcess(host, redis.url, protocol="grpc-v2" if grpc else "v2", extra=extra).start())
         yield redis, predictor, transformer
-    finally:
-        for proc in (transformer, predictor, redis):
-            if proc is not None:
-                proc.stop()

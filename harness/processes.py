@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -38,8 +39,8 @@ def free_port() -> int:
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None,
-               log: Path | None = None) -> None:
-    """Poll `check` until it returns True or `timeout` seconds pass (monotonic clock)."""
+               log: Path | None = None, interval: float = 0.05) -> None:
+    """Poll `check` every `interval` seconds until it returns True or `timeout` seconds pass (monotonic clock)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -50,22 +51,25 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subpr
                 return
         except (httpx.HTTPError, OSError):
             pass
-        time.sleep(0.05)
+        time.sleep(interval)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
     raise TimeoutError(f"{what} not ready after {timeout}s\n{tail}")
 
 
 class ServerProcess:
-    """A child process with its own log file; `stop` terminates it and its children.
+    """A child process with its own log file; `stop` terminates it and its children, as leaving a
+    `with process.start():` block does, however it ends.
 
-    It inherits this process' environment plus `env`, or only `env` with `inherit_env=False`.
+    It inherits this process' environment plus `env`, or only `env` with `inherit_env=False`, and
+    runs in `cwd` (another checkout's export runs that checkout's code).
     """
 
     def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None, inherit_env: bool = True,
-                 pass_fds: tuple[int, ...] = ()):
+                 pass_fds: tuple[int, ...] = (), cwd: Path = REPO):
         self.name = name
         self.args = args
         self.pass_fds = pass_fds
+        self.cwd = cwd
         self.env = {**(os.environ if inherit_env else {}), **(env or {})}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -73,13 +77,19 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self.args, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True, pass_fds=self.pass_fds)
         log.close()
         return self
 
-    def wait_ready(self, check: Callable[[], bool], timeout: float = 120) -> ServerProcess:
-        wait_until(check, timeout, self.name, self.proc, self.log_path)
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float = 120, interval: float = 0.05) -> ServerProcess:
+        wait_until(check, timeout, self.name, self.proc, self.log_path, interval)
         return self
 
     @property
@@ -186,17 +196,18 @@ class ModelServerProcess(ServerProcess):
 
 
 class PredictorProcess(ModelServerProcess):
-    """`python -m predictor` on free HTTP and gRPC ports."""
+    """`python -m predictor` on free HTTP and gRPC ports: this checkout's, or that of the export in `cwd`."""
 
     def __init__(self, model_dir: Path = MODEL_DIR, extra: list[str] | None = None, model_name: str = "sentiment",
-                 http_port: int | None = None, grpc_port: int | None = None, env: dict[str, str] | None = None):
+                 http_port: int | None = None, grpc_port: int | None = None, env: dict[str, str] | None = None,
+                 cwd: Path = REPO):
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.model_name = model_name
         args = [sys.executable, "-m", "predictor", "--model_name", model_name, "--model_dir", str(model_dir),
                 "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
                 "--enable_latency_logging", "false", *(extra or [])]
-        super().__init__(f"predictor-{self.http_port}", args, env)
+        super().__init__(f"predictor-{self.http_port}", args, env, cwd=cwd)
 
     def start(self, wait: bool = True) -> PredictorProcess:
         super().start()

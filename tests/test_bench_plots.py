@@ -15,10 +15,11 @@ SERVED = {"when": "2026-11-25T10:00:00", "cpus": 2, "machine": "x86_64", "rows":
     {"server": server, "concurrency": c, "requests_per_s": rps * (1 + c / 64), "p50_ms": c * 5.0, "p99_ms": c * 11.0}
     for server, rps in (("batching", 70), ("no-batching", 60), ("naive-torch", 20)) for c in (1, 8, 32, 64)],
     "summary": {"raw_batch32_seq_per_s": 160.0}}
-K6 = {"when": "2026-11-25T10:05:00", "cpus": 2, "machine": "x86_64",
-      "result": {"requests_per_s": 1000.0, "p50_ms": 5.6, "p95_ms": 25.0, "p99_ms": 111.0, "hit_p50_ms": 4.0,
-                 "hit_p99_ms": 18.0, "miss_p50_ms": 69.0, "miss_p99_ms": 204.0},
-      "original": {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0}}
+RUN = {"requests_per_s": 1000.0, "p50_ms": 5.6, "p95_ms": 25.0, "p99_ms": 111.0, "hit_p50_ms": 4.0, "hit_p99_ms": 18.0,
+       "miss_p50_ms": 69.0, "miss_p99_ms": 204.0}
+# The shape bench.k6_mix writes: a row per run, by target, and the original team's reported figures.
+K6 = {"when": "2026-11-25T10:05:00", "cpus": 2, "machine": "x86_64", "series": [{"target": "this stack", **RUN}],
+      "original_reported": {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0}}
 CACHE_HIT = {"rows": [{"route": "/v1/models/sentiment:predict", "requests_per_s": 3000.0, "p50_ms": 9.0,
                        "p95_ms": 13.0, "p99_ms": 17.0},
                       {"route": "/bulk-predict", "requests_per_s": 2800.0, "p50_ms": 10.0, "p99_ms": 20.0}]}
@@ -45,30 +46,29 @@ def test_every_result_file_becomes_a_png_linked_from_the_report(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     report = (out / "REPORT.md").read_text()
     assert set(re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)) == names
-    assert "measured 2026-11-25T10:00:00 on 2 CPUs" in report
+    assert f"From `served_distilbert_onnx.json`, measured {figures.measured(SERVED)}." in report
 
 
-# The shape bench.k6_mix writes with the original app measured beside this stack.
+# bench.k6_mix with the original app measured beside this stack.
 K6_SERIES = {"when": "2026-11-25T11:54:03", "cpus": 2, "machine": "x86_64",
              "summary": {"this_stack_requests_per_s": 598.0},
-             "series": [{"target": "original app", **K6["result"], "requests_per_s": 330.0},
-                        {"target": "this stack", **K6["result"]},
-                        {"target": "this stack, fixed rate", **K6["result"], "p99_ms": 15865.0}],
+             "series": [{"target": "original app", **RUN, "requests_per_s": 330.0},
+                        {"target": "this stack", **RUN},
+                        {"target": "this stack, fixed rate", **RUN, "p99_ms": 15865.0}],
              "original_reported": {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0}}
 
 
 def test_k6_plots_every_series_the_result_holds(tmp_path):
-    assert list(plots.k6_series(K6)) == ["this stack", "original"]
+    assert list(plots.k6_series(K6)) == ["this stack", "original reported"]
     assert list(plots.k6_series(K6_SERIES)) == ["original app", "this stack", "this stack, fixed rate",
                                                 "original reported"]
-    unnamed = {"runs": [K6["result"], K6["result"]]}
-    assert list(plots.k6_series(unnamed)) == ["runs 1", "runs 2"]
+    assert list(plots.k6_series(CACHE_HIT)) == ["/v1/models/sentiment:predict", "/bulk-predict"]
     write(tmp_path, "k6_mixed_run1.json", K6_SERIES)
     assert [p.name for p in plots.render(tmp_path)] == ["k6_mixed_run1.png", "k6_mixed_run1_hit_vs_miss.png"]
 
 
 def test_a_result_file_the_plot_cannot_read_is_skipped_not_fatal(tmp_path):
-    write(tmp_path, "k6_mixed.json", {"result": {"requests_per_s": 10.0}})
+    write(tmp_path, "k6_mixed.json", {"series": [{"target": "this stack", "requests_per_s": 10.0}]})
     write(tmp_path, "cache_hit.json", {"unexpected": True})
     assert [p.name for p in plots.render(tmp_path)] == ["k6_mixed.png"]
     assert "No result files found" not in (tmp_path / "REPORT.md").read_text()

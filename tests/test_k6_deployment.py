@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from bench import driver
+from bench import driver, fairness
 from bench.driver import k6_binary
 from harness.processes import REPO, TransformerProcess
 
@@ -65,6 +65,7 @@ def test_the_benchmark_scenario_drives_each_route_in_its_body_shape(request, ser
     assert result["requests"] > 0 and result["failed_requests"] == 0
     assert result["failed_checks"] == 0  # every answer had two labels, in that route's shape
     assert result["hit_p50_ms"] > 0 and result["miss_p50_ms"] > 0  # hits and misses reported apart
+    assert result["hit_requests"] > 0 and result["hit_requests"] + result["miss_requests"] == result["requests"]
 
 
 def test_the_benchmark_scenario_at_a_fixed_rate_counts_what_it_could_not_send(predictor):
@@ -77,3 +78,12 @@ def test_the_benchmark_scenario_at_a_fixed_rate_counts_what_it_could_not_send(pr
 def test_the_benchmark_scenario_refuses_an_unknown_body_shape(predictor):
     with pytest.raises(subprocess.CalledProcessError):
         driver.k6(f"{predictor.url}/v1/models/sentiment:predict", ["a"], [], "1s", hit_ratio=1.0, vus=1, body="xml")
+
+
+def test_the_fairness_mixed_load_counts_short_and_long_requests_apart(predictor):
+    """bench.fairness's mixed-length load through the same scenario: short texts repeat, long ones are unique."""
+    result = fairness.mixed_load(predictor, seconds=2, clients=2, long_share=0.5)
+    assert result["short_requests"] > 0 and result["long_requests"] > 0 and result["failed_requests"] == 0
+    assert result["short_p99_ms"] >= result["short_p50_ms"] > 0 and result["long_p50_ms"] > 0
+    alone = fairness.mixed_load(predictor, seconds=1, clients=1, long_share=0.0)
+    assert alone["long_requests"] == 0 and alone["long_p50_ms"] is None and alone["short_requests"] > 0

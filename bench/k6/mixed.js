@@ -25,7 +25,10 @@ export const options = {
   ...load,
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
   // Always-true thresholds: they only make k6 report hits and misses separately.
-  thresholds: { 'http_req_duration{kind:hit}': ['max>=0'], 'http_req_duration{kind:miss}': ['max>=0'] },
+  thresholds: {
+    'http_req_duration{kind:hit}': ['max>=0'], 'http_req_duration{kind:miss}': ['max>=0'],
+    'http_reqs{kind:hit}': ['count>=0'], 'http_reqs{kind:miss}': ['count>=0'],
+  },
 };
 
 const HOT = JSON.parse(open(__ENV.HOT_FILE));
