@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 from aiohttp import web
 
 from harness.clients import metric, predictor_probs, rows_to_probs
-from harness.processes import PredictorProcess, TransformerProcess, free_port, wait_until
+from harness.processes import PredictorProcess, RedisServer, TransformerProcess, free_port, wait_until
 
 PASSES = "sentiment_predictor_batch_texts_count"
 """Forward passes computed so far (one observation per pass)."""
@@ -267,3 +267,32 @@ def test_the_fast_routes_hand_the_model_the_request_headers(model_dir):
             wait_until(lambda rid=request_id: f"requestId: {rid}," in predictor.log(), 10, f"{path}'s latency line")
     finally:
         predictor.stop()
+
+
+def test_a_miss_carries_the_requests_trace_context_to_the_predictor(model_dir):
+    """The transformer passes Envoy's request id and the trace headers on (Istio joins the hops' spans by
+    them), on every route and predictor protocol; its own other headers stay with it."""
+    predictor = PredictorProcess(model_dir, extra=["--enable_latency_logging", "true", "--log_requests"]).start()
+    redis = RedisServer().start()
+    routes = {"/bulk-predict": lambda t: {"text": [t]}, "/v1/models/sentiment:predict": lambda t: {"instances": [t]},
+              "/v2/models/sentiment/infer": lambda t: {"inputs": [{"name": "text", "datatype": "BYTES",
+                                                                    "shape": [1], "data": [t]}]}}
+    try:
+        for protocol, host in (("v2", f"127.0.0.1:{predictor.http_port}"),
+                               ("grpc-v2", f"127.0.0.1:{predictor.grpc_port}")):
+            transformer = TransformerProcess(host, redis.url, extra=["--predictor_protocol", protocol,
+                                                                     "--cache_namespace", protocol]).start()
+            try:
+                for path, body in routes.items():
+                    request_id = f"trace-{uuid.uuid4().hex}"
+                    text = f"a film of many parts {request_id}"  # new: a miss
+                    r = httpx.post(f"{transformer.url}{path}", json=body(text), timeout=30,
+                                   headers={"x-request-id": request_id, "authorization": "Bearer not-forwarded"})
+                    assert r.status_code == 200, r.text
+                    wait_until(lambda rid=request_id: f"requestId: {rid}," in predictor.log(), 10,
+                               f"the predictor's latency line for {path} over {protocol}")
+            finally:
+                transformer.stop()
+    finally:
+        predictor.stop()
+        redis.stop()

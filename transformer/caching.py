@@ -17,12 +17,13 @@ from .cache import PredictionCache
 from .identity import ModelIdentity, choose, decode_record, encode_record, live
 from .keys import CacheKeys
 from .shapes import Predictions, decode_entry, encode_entry
+from .trace_headers import trace_context
 
 log = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
-    async def predict(self, texts: list[str]) -> Predictions: ...
+    async def predict(self, texts: list[str], trace: dict[str, str] | None = None) -> Predictions: ...
 
 
 class CachedClassifier:
@@ -57,20 +58,21 @@ class CachedClassifier:
         labels = self._labels.get(newest[0]) if newest else None
         return list(labels) if labels else None
 
-    async def classify(self, texts: list[str]) -> Predictions:
-        """Probabilities for `texts` in order; Overloaded (429) past `max_inflight` concurrent requests."""
+    async def classify(self, texts: list[str], headers: dict[str, str] | None = None) -> Predictions:
+        """Probabilities for `texts` in order; Overloaded (429) past `max_inflight` concurrent requests.
+        A predictor call carries the trace context of `headers`, the request's (transformer.trace_headers)."""
         if self.inflight >= self.max_inflight:
             raise Overloaded(f"transformer busy: {self.inflight} requests in flight; the limit is "
                              f"{self.max_inflight}; retry later")
         self.inflight += 1
         metrics.INFLIGHT.inc()
         try:
-            return await self._classify(texts)
+            return await self._classify(texts, trace_context(headers))
         finally:
             self.inflight -= 1
             metrics.INFLIGHT.dec()
 
-    async def _classify(self, texts: list[str]) -> Predictions:
+    async def _classify(self, texts: list[str], trace: dict[str, str]) -> Predictions:
         unique = list(dict.fromkeys(texts))
         if not self._answered:
             await self._read_identity_record()
@@ -82,14 +84,14 @@ class CachedClassifier:
         writes: dict[str, bytes] = {}
         misses = [t for t in unique if t not in rows]
         if misses:
-            answer = await self._predict(misses, writes)
+            answer = await self._predict(misses, writes, trace)
             computed = dict(zip(misses, answer.probs.tolist(), strict=True))
             rows = {t: cached for t, cached in found.get(answer.version, {}).items()
                     if t not in computed and cached[0] == tuple(answer.labels)}
             if len(rows) + len(computed) < len(unique):
                 # Another revision answered than the one whose entries we hold (a canary, a rollout):
                 # one call for every text gives an answer from a single model.
-                answer = await self._predict(unique, writes)
+                answer = await self._predict(unique, writes, trace)
                 rows, computed = {}, dict(zip(unique, answer.probs.tolist(), strict=True))
             chosen, labels = answer.version, answer.labels
             writes[self.keys.identity_key()] = encode_record(ModelIdentity(chosen, tuple(labels)))
@@ -118,9 +120,9 @@ class CachedClassifier:
                     rows[text] = (labels, entry[1], hit.tier)
         return found
 
-    async def _predict(self, texts: list[str], writes: dict[str, bytes]) -> Predictions:
+    async def _predict(self, texts: list[str], writes: dict[str, bytes], trace: dict[str, str]) -> Predictions:
         """The predictor's answer for `texts`, remembered as a live identity and queued for the cache."""
-        answer = await self.client.predict(texts)
+        answer = await self.client.predict(texts, trace)
         metrics.CACHE_MISSES.inc(len(texts))
         now = self.clock()
         first = self._seen.get(answer.version, (now, now))[0]

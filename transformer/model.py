@@ -59,7 +59,7 @@ class SentimentTransformer(Model):
                       response_headers: dict[str, str] | None = None) -> InferResponse:
         if not isinstance(payload, InferRequest):
             raise BadInput(f"send an Open Inference Protocol request, or JSON to /v1/models/{self.name}:predict")
-        answer = await self.classifier.classify(texts_from_v2(payload, self.limits))
+        answer = await self.classifier.classify(texts_from_v2(payload, self.limits), headers)
         return v2_response(payload, self.name, answer.version, answer.probs, answer.labels)
 
     async def postprocess(self, result: Any, headers: dict[str, str] | None = None,

@@ -83,8 +83,9 @@ class PredictorClient:
                 connector=aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=60))
         return self._http
 
-    async def predict(self, texts: list[str]) -> Predictions:
-        """Probabilities for `texts`; raises a ServiceError the client can act on."""
+    async def predict(self, texts: list[str], trace: dict[str, str] | None = None) -> Predictions:
+        """Probabilities for `texts`, sent with the `trace` headers of the request that asked
+        (transformer.trace_headers); raises a ServiceError the client can act on."""
         start = time.monotonic()
         deadline = start + self.deadline_s
         failures = 0
@@ -92,7 +93,7 @@ class PredictorClient:
         try:
             while (remaining := deadline - time.monotonic()) > MIN_ATTEMPT_S:
                 try:
-                    answer = await self._attempt(texts, _Limit.of(self, remaining))
+                    answer = await self._attempt(texts, _Limit.of(self, remaining), trace or {})
                 except _Retryable as exc:
                     metrics.PREDICTOR_ERRORS.labels(kind="unreachable").inc()
                     self._note_unreachable(exc)
@@ -118,21 +119,21 @@ class PredictorClient:
             log.info("predictor at %s not reachable (%s); requests wait up to %gs for it", self.host, exc,
                      self.deadline_s)
 
-    async def _attempt(self, texts: list[str], limit: _Limit) -> Predictions:
+    async def _attempt(self, texts: list[str], limit: _Limit, trace: dict[str, str]) -> Predictions:
         if self.protocol == "grpc-v2":
-            return await self._grpc(texts, limit)
+            return await self._grpc(texts, limit, trace)
         if self.protocol == "v1":
-            response = await self._post(f"/v1/models/{self.model_name}:predict", {"instances": texts}, limit)
+            response = await self._post(f"/v1/models/{self.model_name}:predict", {"instances": texts}, limit, trace)
             return _decoded("v1", _from_v1, response, len(texts))
         body = {"inputs": [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
-        response = await self._post(f"/v2/models/{self.model_name}/infer", body, limit)
+        response = await self._post(f"/v2/models/{self.model_name}/infer", body, limit, trace)
         return _decoded("v2", lambda r, n: _from_v2(InferResponse.from_rest(r), n), response, len(texts))
 
-    async def _post(self, path: str, body: dict, limit: _Limit) -> Any:
+    async def _post(self, path: str, body: dict, limit: _Limit, trace: dict[str, str]) -> Any:
         timeout = aiohttp.ClientTimeout(total=limit.seconds, sock_connect=min(CONNECT_TIMEOUT_S, limit.seconds))
         try:
             async with self._session().post(path, data=orjson.dumps(body), timeout=timeout,
-                                            headers={"content-type": "application/json"}) as r:
+                                            headers={**trace, "content-type": "application/json"}) as r:
                 status, content, retry_after = r.status, await r.read(), r.headers.get("retry-after")
         except aiohttp.ConnectionTimeoutError as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
@@ -155,7 +156,7 @@ class PredictorClient:
         metrics.PREDICTOR_ERRORS.labels(kind=f"http_{status}").inc()
         raise from_peer_http(status, f"predictor: {message}", retry_after)
 
-    async def _grpc(self, texts: list[str], limit: _Limit) -> Predictions:
+    async def _grpc(self, texts: list[str], limit: _Limit, trace: dict[str, str]) -> Predictions:
         if self._channel is None:
             options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
             self._channel = (grpc.aio.secure_channel(self.host, grpc.ssl_channel_credentials(), options)
@@ -163,7 +164,8 @@ class PredictorClient:
         stub = GRPCInferenceServiceStub(self._channel)
         request = InferRequest(self.model_name, [InferInput(TEXT_INPUT, [len(texts)], "BYTES", texts)]).to_grpc()
         try:
-            response: pb.ModelInferResponse = await stub.ModelInfer(request, timeout=limit.seconds)
+            response: pb.ModelInferResponse = await stub.ModelInfer(request, timeout=limit.seconds,
+                                                                      metadata=tuple(trace.items()))
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details() or ""
             if code == grpc.StatusCode.UNAVAILABLE:

@@ -70,12 +70,12 @@ class JsonRoutes:
     def table(self) -> dict[str, Handler]:
         return {self.v1_path: self.v1_predict, "/bulk-predict": self.bulk_predict}
 
-    async def v1_predict(self, body: bytes, _: Headers | None = None) -> dict[str, Any]:
+    async def v1_predict(self, body: bytes, headers: Headers | None = None) -> dict[str, Any]:
         """`{"text": [...]}` or `{"instances": [...]}` -> `{"predictions": [...]}`; 400 for bad input."""
-        answer = await self.classifier.classify(texts_from_json(body, self.limits))
+        answer = await self.classifier.classify(texts_from_json(body, self.limits), headers)
         return {"predictions": labelled(answer.probs, answer.labels)}
 
-    async def bulk_predict(self, body: bytes, _: Headers | None = None) -> dict[str, Any]:
+    async def bulk_predict(self, body: bytes, headers: Headers | None = None) -> dict[str, Any]:
         """The original contract: 422 unless the body is `{"text": list[str]}`; 413 past the limits."""
         try:
             texts = _REQUEST.validate_json(body).text
@@ -83,7 +83,7 @@ class JsonRoutes:
             raise SchemaViolation.from_errors([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
         if not texts:
             return {"predictions": []}
-        answer = await self.classifier.classify(check_texts(texts, "text", self.limits))
+        answer = await self.classifier.classify(check_texts(texts, "text", self.limits), headers)
         return {"predictions": labelled(answer.probs, answer.labels)}
 
 

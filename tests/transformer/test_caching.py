@@ -48,14 +48,16 @@ class ScriptedPredictor:
     def __init__(self, version: str = "m1"):
         self.version = version
         self.calls: list[list[str]] = []
+        self.traces: list[dict | None] = []
         self.fail: Exception | None = None
 
     @staticmethod
     def prob(text: str, version: str) -> float:
         return hashlib.sha256(f"{version}:{text}".encode()).digest()[0] / 255
 
-    async def predict(self, texts):
+    async def predict(self, texts, trace=None):
         self.calls.append(list(texts))
+        self.traces.append(trace)
         if self.fail:
             raise self.fail
         p = np.array([[1 - self.prob(t, self.version), self.prob(t, self.version)] for t in texts], np.float32)
@@ -88,6 +90,15 @@ def test_first_request_learns_the_fingerprint_and_writes_each_text(parts):
     assert cache.gets == [[classifier.keys.identity_key()]]
     assert len(cache.sets) == 1 and set(cache.sets[0]) == {
         classifier.keys.key("m1", "a"), classifier.keys.key("m1", "b"), classifier.keys.identity_key()}
+
+
+def test_a_predictor_call_carries_the_requests_trace_context_and_nothing_else(parts):
+    _, predictor, classifier = parts
+    headers = {"x-request-id": "r-1", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+               "authorization": "Bearer secret", "content-type": "application/json", "x-b3-sampled": ""}
+    run(classifier.classify(["a"], headers))
+    run(classifier.classify(["b"]))
+    assert predictor.traces == [{"x-request-id": "r-1", "traceparent": headers["traceparent"]}, {}]
 
 
 def test_fully_cached_request_never_calls_the_predictor(parts):
@@ -132,9 +143,9 @@ def test_alternating_revisions_keep_both_hit_rates_and_never_mix_rows(parts):
     _, predictor, classifier = parts
     versions = iter(["m1", "m2"] * 50)
 
-    async def alternating(texts):  # two revisions behind one address, answering in turn
+    async def alternating(texts, trace=None):  # two revisions behind one address, answering in turn
         predictor.version = next(versions)
-        return await ScriptedPredictor.predict(predictor, texts)
+        return await ScriptedPredictor.predict(predictor, texts, trace)
 
     predictor.predict = alternating
     texts = [f"t{i}" for i in range(20)]
