@@ -105,6 +105,22 @@ FIGURES = (
       for image, model in (("torch-free", "minilm"), ("torch-free", "distilbert"), ("torch", "minilm"))),
     *(Figure(f"image `{image}`", "cold_start.json", ("image_bytes", f"{image}:0.1.0"), " MB", 0, 1e-6)
       for image in ("sentiment-predictor", "sentiment-predictor-torch", "sentiment-transformer")),
+    *(_summary(f"a one-text request beside a maximum-size one, {name}: {which}", "fairness.json",
+               f"{model}_{server}_short_beside_large_s", " s", 2)
+      for model, name in (("minilm", "MiniLM"), ("distilbert", "DistilBERT"))
+      for server, which in (("after", "answered in"), ("before", "without token budgets"))),
+    *(_summary(f"short requests' p99 beside 10% long ones over their p99 alone, MiniLM{which}", "fairness.json",
+               f"minilm_{server}_mixed_short_p99_ratio", "x", 2)
+      for server, which in (("after", ""), ("before", ", without token budgets"))),
+    *(_summary(f"cache hits through {where}", "cluster_cache.json", f"{key}_hits_per_s", " req/s")
+      for where, key in (("a 3-master Redis Cluster", "cluster"), ("one Redis node", "one_node"))),
+    *(_summary(f"cache hits through {where}: p99", "cluster_cache.json", f"{key}_p99_ms", " ms", 1)
+      for where, key in (("a 3-master Redis Cluster", "cluster"), ("one Redis node", "one_node"))),
+    Figure("soak under faults: requests", "soak.json", ("requests",)),
+    Figure("soak under faults: 5xx answers", "soak.json", ("5xx",)),
+    Figure("soak under faults: wrong answers", "soak.json", ("wrong_answers",)),
+    *(Figure(f"soak under faults: {process}'s largest RSS", "soak.json", ("max_rss_mib", process), " MiB")
+      for process in ("predictor", "transformer", "redis")),
     Figure("misses on a predictor of its own, 1 pass x 2 threads: p99", "parallel_passes.json",
            ("series", {"parallel_passes": 1, "threads": 2}, "p99_ms"), " ms"),
     Figure("misses on a predictor of its own, 2 passes x 1 thread: p99", "parallel_passes.json",
