@@ -6,7 +6,6 @@ from __future__ import annotations
 from bench import (
     accuracy,
     auto_runtime,
-    batch_tokens,
     cache_hit,
     cluster_cache,
     cold_start,
@@ -23,7 +22,6 @@ from bench import (
 
 def main() -> None:
     raw_model.run("distilbert")
-    batch_tokens.run()
     accuracy.run()
     auto_runtime.run()  # what --runtime auto decides on this CPU, and its int8 candidate on SST-2 dev
     for runtime in ("onnx", "onnx-int8"):
