@@ -105,10 +105,6 @@ FIGURES = (
       for image, model in (("torch-free", "minilm"), ("torch-free", "distilbert"), ("torch", "minilm"))),
     *(Figure(f"image `{image}`", "cold_start.json", ("image_bytes", f"{image}:0.1.0"), " MB", 0, 1e-6)
       for image in ("sentiment-predictor", "sentiment-predictor-torch", "sentiment-transformer")),
-    Figure("misses on a predictor of its own, 1 pass x 2 threads: p99", "parallel_passes.json",
-           ("series", {"parallel_passes": 1, "threads": 2}, "p99_ms"), " ms"),
-    Figure("misses on a predictor of its own, 2 passes x 1 thread: p99", "parallel_passes.json",
-           ("series", {"parallel_passes": 2, "threads": 1}, "p99_ms"), " ms"),
 )
 FILES = tuple(dict.fromkeys(f.file for f in FIGURES))
 """The results files the figures are read from, in the figures' order."""

@@ -12,7 +12,6 @@ from bench import (
     fairness,
     k6_mix,
     miss_profile,
-    parallel_passes,
     plots,
     raw_model,
     served,
@@ -32,7 +31,6 @@ def main() -> None:
     # The same fixed arrival rate on onnx-int8; the original app does not depend on the predictor's runtime.
     k6_mix.run(skip_original=True, predictor_extra=["--runtime", "onnx-int8"], name="k6_mixed_onnx_int8")
     miss_profile.run()
-    parallel_passes.run()
     cold_start.run()
     soak.run()
     fairness.run(fairness.TOKEN_BUDGET_BASELINE)
