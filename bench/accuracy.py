@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import MINILM_DIR, table, write_result
+from bench.common import MINILM_DIR, command_line, table, write_result
 from harness.sst2 import dev_set
 from predictor.classifier import RUNTIMES, SentimentClassifier
 
@@ -36,4 +36,4 @@ def run() -> list[dict]:
 
 
 if __name__ == "__main__":
-    run()
+    command_line(run, __doc__)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import MINILM_DIR, distilbert_dir, table, write_result
+from bench.common import MINILM_DIR, command_line, distilbert_dir, table, write_result
 from harness.processes import SHARED
 from harness.sst2 import dev_set
 from predictor.calibration import STARTUP_TEXTS, calibrate, load_candidates, measure, read_cpu_flags, sst2_sample
@@ -68,4 +68,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    run()
+    command_line(run, __doc__)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import io
 import json
 import os
 import platform
@@ -106,11 +107,14 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def git(*args: str, check: bool = False) -> bytes:
+    """`git -C <this checkout> ARGS`'s output."""
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, check=check).stdout
+
+
 def checkout_commit() -> str:
     """The checkout's commit, `+dirty` when its tracked files differ from it: what a figure measured."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
-    head = git("rev-parse", "HEAD") or "unknown"
+    head = git("rev-parse", "HEAD").decode().strip() or "unknown"
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
@@ -160,17 +164,11 @@ def export_revision(revision: str) -> tuple[str, Path]:
     compares main with itself once the branch is merged."""
     if not revision:
         raise ValueError("a baseline needs an explicit git revision")
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", revision], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = git("rev-parse", revision, check=True).decode().strip()
     target = CACHE / f"revision-{commit[:12]}"
     if not (target / "predictor" / "__main__.py").is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        archive = target / "predictor.tar"
-        tree = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only", commit], capture_output=True,
-                              text=True, check=True).stdout.split()
+        tree = git("ls-tree", "--name-only", commit, check=True).decode().split()
         packages = [p for p in ("predictor", "serving") if p in tree]  # serving/ exists from issue 11 on
-        subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), commit, *packages], check=True)
-        with tarfile.open(archive) as tar:
+        with tarfile.open(fileobj=io.BytesIO(git("archive", commit, *packages, check=True))) as tar:
             tar.extractall(target, filter="data")
-        archive.unlink()
     return commit, target

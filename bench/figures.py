@@ -121,10 +121,6 @@ FIGURES = (
     Figure("soak under faults: wrong answers", "soak.json", ("wrong_answers",)),
     *(Figure(f"soak under faults: {process}'s largest RSS", "soak.json", ("max_rss_mib", process), " MiB")
       for process in ("predictor", "transformer", "redis")),
-    Figure("misses on a predictor of its own, 1 pass x 2 threads: p99", "parallel_passes.json",
-           ("series", {"parallel_passes": 1, "threads": 2}, "p99_ms"), " ms"),
-    Figure("misses on a predictor of its own, 2 passes x 1 thread: p99", "parallel_passes.json",
-           ("series", {"parallel_passes": 2, "threads": 1}, "p99_ms"), " ms"),
 )
 FILES = tuple(dict.fromkeys(f.file for f in FIGURES))
 """The results files the figures are read from, in the figures' order."""

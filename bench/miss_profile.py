@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import command_line, load_average, table, write_result
+from bench.common import command_line, table, write_result
 from bench.driver import k6, warm
 from bench.stack import local_stack
 from harness.clients import metric
@@ -70,9 +70,8 @@ def top_functions(raw: Path, limit: int = 12) -> list[dict]:
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
-    rows = [{"function": f, "self_share": n / total, "inclusive_share": inclusive[f] / total}
+    return [{"function": f, "self_share": n / total, "inclusive_share": inclusive[f] / total}
             for f, n in own.most_common(limit)]
-    return rows
 
 
 def run(rate: float = 818, seconds: int = 30, hit_ratio: float = 0.95, predictor_extra: list[str] | None = None,
@@ -125,8 +124,7 @@ def run(rate: float = 818, seconds: int = 30, hit_ratio: float = 0.95, predictor
         print(table(rows, ["function", "self_share", "inclusive_share"]))
     write_result(name, {"description": __doc__.split("\n\n")[0], "load": result, "breakdown": breakdown,
                         "profiles": profiles, "predictor_extra": predictor_extra or [],
-                        "transformer_extra": transformer_extra or [],
-                        "load_average_before": result["load_average_before"], "load_average_after": load_average()})
+                        "transformer_extra": transformer_extra or []})
     return breakdown
 
 

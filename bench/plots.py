@@ -12,7 +12,6 @@ docs/bench/ is what the README quotes); `--readme` rewrites the README's figures
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import textwrap
@@ -26,9 +25,8 @@ matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt
 
 from bench import figures
-from bench.common import RESULTS
-
-LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
+from bench.common import RESULTS, command_line
+from harness.processes import REPO
 
 
 def served(data: dict, title: str) -> plt.Figure:
@@ -65,16 +63,18 @@ def k6_series(data: dict) -> dict[str, dict]:
     return series
 
 
-def grouped_bars(ax: plt.Axes, groups: list[str], sets: dict[str, list[float | None]],
+def grouped_bars(ax: plt.Axes, runs: dict[str, dict], keys: tuple[str, ...],
                  label: Callable[[float], str] = lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.1f}") -> None:
-    """A bar per set in each group, each with its value written on it; a value a run did not report
-    (None) draws no bar."""
-    width = 0.8 / len(sets)
-    for i, (name, values) in enumerate(sets.items()):
-        bars = ax.bar([j + i * width for j in range(len(groups))], [v or 0 for v in values], width,
-                      color=f"C{i}", label=name)
+    """A group of bars per run, a bar per key (named without `_ms`), each with its value written on it;
+    a value a run did not report draws no bar."""
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        values = [run.get(key) for run in runs.values()]
+        bars = ax.bar([j + i * width for j in range(len(runs))], [v or 0 for v in values], width,
+                      color=f"C{i}", label=key.removesuffix("_ms").replace("_", " "))
         ax.bar_label(bars, labels=[label(v) if v else "" for v in values], fontsize=7)
-    ax.set_xticks([j + width * (len(sets) - 1) / 2 for j in range(len(groups))], _wrap(groups))
+    ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(runs))],
+                  [textwrap.fill(name, 14) for name in runs])
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -85,15 +85,11 @@ def k6_runs(data: dict, title: str) -> plt.Figure:
     if not series:
         raise KeyError("requests_per_s")
     fig, (rps, latency) = plt.subplots(1, 2, figsize=(max(11, 3 + 2.2 * len(series)), 4.6))
-    bars = rps.bar(_wrap(list(series)), [s["requests_per_s"] for s in series.values()],
-                   color=[f"C{i}" for i in range(len(series))])
-    rps.bar_label(bars, fmt="%.0f")
+    grouped_bars(rps, series, ("requests_per_s",))
     rps.set(title="Throughput", ylabel="requests/s")
-    rps.grid(axis="y", alpha=0.3)
     measured = {name: run for name, run in series.items() if "p50_ms" in run}
     if measured:
-        grouped_bars(latency, list(measured),
-                     {key.removesuffix("_ms"): [run.get(key) for run in measured.values()] for key in LATENCIES})
+        grouped_bars(latency, measured, ("p50_ms", "p95_ms", "p99_ms"))
         latency.set_yscale("log")
     bound = data.get("original_reported", {}).get("p99_ms_below")
     if bound:
@@ -111,9 +107,7 @@ def hit_vs_miss(data: dict, title: str) -> plt.Figure:
     if not series:
         raise KeyError("hit_p50_ms")
     fig, ax = plt.subplots(figsize=(max(6.5, 2.6 * len(series)), 4.4))
-    keys = ("hit_p50_ms", "hit_p99_ms", "miss_p50_ms", "miss_p99_ms")
-    grouped_bars(ax, list(series), {key.removesuffix("_ms").replace("_", " "): [run.get(key) for run in series.values()]
-                                    for key in keys})
+    grouped_bars(ax, series, ("hit_p50_ms", "hit_p99_ms", "miss_p50_ms", "miss_p99_ms"))
     ax.set(title="Repeated (cache hit) and new (miss) texts: p50 and p99", ylabel="ms", yscale="log")
     ax.legend(fontsize=8)
     fig.suptitle(title)
@@ -122,28 +116,11 @@ def hit_vs_miss(data: dict, title: str) -> plt.Figure:
 
 def accuracy(data: dict, title: str) -> plt.Figure:
     """SST-2 dev accuracy and label agreement with fp32 torch, per runtime."""
-    rows = data["rows"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    grouped_bars(ax, [r["runtime"] for r in rows],
-                 {key.replace("_", " "): [r[key] for r in rows] for key in ("accuracy", "label_agreement_with_torch")},
+    grouped_bars(ax, {r["runtime"]: r for r in data["rows"]}, ("accuracy", "label_agreement_with_torch"),
                  label="{:.3f}".format)
     ax.set(title=title, ylim=(0.8, 1.02))
     ax.legend(loc="lower right")
-    return fig
-
-
-def raw_model(data: dict, title: str) -> plt.Figure:
-    """Offline sequences/s vs batch size, one line per runtime and sequence length."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, runtime in enumerate(dict.fromkeys(r["runtime"] for r in data["rows"])):
-        for style, tokens in zip(("o-", "s--", "^:"), sorted({r["tokens"] for r in data["rows"]}), strict=False):
-            rows = sorted((r for r in data["rows"] if r["runtime"] == runtime and r["tokens"] == tokens),
-                          key=lambda r: r["batch"])
-            ax.plot([r["batch"] for r in rows], [r["seq_per_s"] for r in rows], style, color=f"C{i}",
-                    label=f"{runtime}, {tokens} tokens")
-    ax.set(title=title, xlabel="batch size", ylabel="sequences/s", xscale="log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     return fig
 
 
@@ -153,7 +130,6 @@ PLOTS: dict[str, tuple[str, list[tuple[str, Callable[[dict, str], plt.Figure]]]]
     "k6_mixed*.json": ("k6, the original test's shape: this stack and the original app",
                       [("", k6_runs), ("_hit_vs_miss", hit_vs_miss)]),
     "cache_hit.json": ("Cache-hit path through the transformer, per route", [("", k6_runs)]),
-    "raw_model_*.json": ("Raw offline throughput of the inference core", [("", raw_model)]),
     "accuracy.json": ("SST-2 dev accuracy per runtime", [("", accuracy)]),
 }
 
@@ -168,22 +144,13 @@ def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
     for pattern, (what, plots) in PLOTS.items():
         for source in sorted(results.glob(pattern)):
             data = json.loads(source.read_text())
-            title = f"{what} ({source.stem})"
             images = []
             for suffix, plot in plots:
                 path = out / f"{source.stem}{suffix}.png"
-                try:
-                    fig = plot(data, title)
-                    try:
-                        fig.savefig(path, dpi=110, bbox_inches="tight")
-                    finally:
-                        plt.close(fig)
-                except (KeyError, ValueError, TypeError) as exc:  # an older or partial result file
-                    print(f"skipped {source.name} ({plot.__name__}): {exc!r}")
-                    continue
-                written.append(path)
-                images.append(path)
+                if draw(plot, data, f"{what} ({source.stem})", path):
+                    images.append(path)
             if images:
+                written += images
                 plotted.add(source.name)
                 sections.append(f"## {what}\n\nFrom `{source.name}`, measured {figures.measured(data)}.\n\n"
                                 + "\n\n".join(f"![{p.stem}]({p.name})" for p in images))
@@ -200,25 +167,31 @@ def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
     return written
 
 
-def _wrap(names: list[str]) -> list[str]:
-    return [textwrap.fill(name, 14) for name in names]
+def draw(plot: Callable[[dict, str], plt.Figure], data: dict, title: str, path: Path) -> bool:
+    """Save `plot` of `data` as `path`; False, saying why, when the result file lacks what it draws."""
+    try:
+        fig = plot(data, title)
+    except (KeyError, ValueError, TypeError) as exc:  # an older or partial result file
+        print(f"skipped {path.name} ({plot.__name__}): {exc!r}")
+        return False
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
 
 
 def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(RESULTS.parent.parent))
-    except ValueError:  # another checkout's results: name the folder, not this machine's layout
-        return "/".join(path.resolve().parts[-2:])
+    """A path as the repository names it; another checkout's by its folder, not this machine's layout."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else "/".join(path.parts[-2:])
+
+
+def main(results: str = str(RESULTS), out: str | None = None, readme: str | None = None) -> None:
+    render(Path(results), Path(out) if out else None)
+    if readme:
+        figures.write_readme(Path(readme), Path(out or results))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the *.json results")
-    parser.add_argument("--out", type=Path, default=None, help="where to write the PNGs and REPORT.md "
-                        "(default: beside the results)")
-    parser.add_argument("--readme", type=Path, default=None, help="rewrite this README's figures block "
-                        "from the result files in the output folder")
-    args = parser.parse_args()
-    render(args.results, args.out)
-    if args.readme:
-        figures.write_readme(args.readme, args.out or args.results)
+    command_line(main, __doc__, results="folder of the *.json results",
+                 out="where to write the PNGs and REPORT.md (default: beside the results)",
+                 readme="rewrite this README's figures block from the result files in the output folder")

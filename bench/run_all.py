@@ -6,14 +6,12 @@ from __future__ import annotations
 from bench import (
     accuracy,
     auto_runtime,
-    batch_tokens,
     cache_hit,
     cluster_cache,
     cold_start,
     fairness,
     k6_mix,
     miss_profile,
-    parallel_passes,
     plots,
     raw_model,
     served,
@@ -23,7 +21,6 @@ from bench import (
 
 def main() -> None:
     raw_model.run("distilbert")
-    batch_tokens.run()
     accuracy.run()
     auto_runtime.run()  # what --runtime auto decides on this CPU, and its int8 candidate on SST-2 dev
     for runtime in ("onnx", "onnx-int8"):
@@ -34,7 +31,6 @@ def main() -> None:
     # The same fixed arrival rate on onnx-int8; the original app does not depend on the predictor's runtime.
     k6_mix.run(skip_original=True, predictor_extra=["--runtime", "onnx-int8"], name="k6_mixed_onnx_int8")
     miss_profile.run()
-    parallel_passes.run()
     cold_start.run()
     soak.run()
     fairness.run(fairness.TOKEN_BUDGET_BASELINE)

@@ -75,8 +75,8 @@ def compute_plan(passes: int | None = None, threads: int | None = None, root: Pa
 
     One pass on every thread answers a lone request fastest (DistilBERT on 2 CPUs: 38 req/s at one
     client against 23 for two one-thread passes); two one-thread passes do more under load (89
-    against 70 req/s at 32 clients) since they never wait for each other (bench/parallel_passes.py,
-    bench/served.py): a choice by traffic, so a flag.
+    against 70 req/s at 32 clients) since they never wait for each other (bench/served.py,
+    docs/decisions/parallel-passes.md): a choice by traffic, so a flag.
     """
     for name, value in (("--parallel_passes", passes), ("--threads", threads)):
         if value is not None and value < 1:

@@ -43,9 +43,9 @@ class PredictorSettings(ServerSettings):
     max_wait_ms: float = setting(2.0, "how long the worker waits for more requests to fill a batch, only while "
                                  "there is concurrent traffic")
     max_queued_texts: int = setting(2048, "texts waiting for the model beyond which requests get 429")
-    # On 2 cores (ONNX Runtime) MiniLM and DistilBERT do as many tokens/s in passes of 512 padded
-    # tokens as of 1,024 (16x32, 4x128, 2x256 against 32x32, 8x128, 4x256), so larger passes only
-    # make others wait longer; 512 still holds one text of 512 tokens, or 32 of 16 (bench/batch_tokens.py).
+    # On 2 cores (ONNX Runtime) passes of 1,024 padded tokens do not reliably do more tokens/s than
+    # passes of 512 (MiniLM and DistilBERT: 19% fewer to 23% more), so larger passes mostly make others
+    # wait longer; 512 still holds one text of 512 tokens, or 32 of 16 (docs/decisions/max-batch-tokens.md).
     max_batch_tokens: int = setting(512, "most padded tokens (texts x the longest of them) in one forward pass; "
                                     "a large request is split into such passes, other requests' passes run "
                                     "between them")

@@ -1,4 +1,5 @@
-"""Part of `make serve`: waits until the local stack answers, prints where it is and how to call it."""
+"""`make serve`'s readiness banner (the Procfile's `ready` process): waits until the local stack answers,
+prints where it is and how to call it."""
 
 from __future__ import annotations
 
