@@ -1,7 +1,7 @@
 """`--runtime auto` as mechanics: the calibration set, measuring the candidates, the recorded decisions.
 
 The export (`predictor.export`) writes a calibration set into the model directory (CALIBRATION_FILE),
-measures the ONNX Runtime candidates on it and records the decision for its CPU class in
+measures the candidates on it and records the decision for its CPU class in
 DECISIONS_FILE. A pod whose CPU class has a recorded decision serves it without measuring; one whose
 class has none measures once at start-up, on the first STARTUP_TEXTS texts of the shipped set. The
 policy (the gate, the choice, the CPU class) is `predictor.gate`.
@@ -48,7 +48,7 @@ half-precision candidate is torch's (predictor.gate.candidates says where)."""
 SST2_SAMPLE_TEXTS = 1000
 SST2_SAMPLE_SEED = 22
 STARTUP_TEXTS = 128
-"""Texts measured at start-up when the pod's CPU class has no recorded decision, both candidates' sessions
+"""Texts measured at start-up when the pod's CPU class has no recorded decision, the candidates' models
 loaded included (bench/auto_runtime.py: README, Performance). On 128 texts the gate's 99.5% allows no
 disagreement at all: a start-up measurement errs towards fp32."""
 PASS_TEXTS, PASS_TOKENS = 32, 512
@@ -143,8 +143,11 @@ def measure(classifiers: dict[str, SentimentClassifier], texts: list[str]) -> li
 
 def runnable(model_dir: Path, flags: set[str]) -> list[str]:
     """The candidates this CPU and image can run on what `model_dir` ships."""
-    return [name for name in candidates(flags, has_torch())
-            if name == REFERENCE or any((model_dir / f).is_file() for f in CANDIDATE_FILES[name])]
+    return [name for name in candidates(flags, has_torch()) if name == REFERENCE or _ships(model_dir, name)]
+
+
+def _ships(model_dir: Path, runtime: str) -> bool:
+    return any((model_dir / f).is_file() for f in CANDIDATE_FILES[runtime])
 
 
 def load_candidates(model_dir: Path, threads: int | None, max_length: int | None, onnx_cache_dir: Path,
@@ -226,7 +229,7 @@ def unavailable(model_dir: Path, flags: set[str], runtime: str) -> str:
         return "it needs torch, which this image does not have"
     if runtime == TORCH_BF16 and (why := missing_bf16(flags)):
         return why
-    if runtime in CANDIDATE_FILES and not any((model_dir / f).is_file() for f in CANDIDATE_FILES[runtime]):
+    if runtime in CANDIDATE_FILES and not _ships(model_dir, runtime):
         return f"{model_dir} ships none of {', '.join(CANDIDATE_FILES[runtime])}"
     return ""
 
