@@ -9,7 +9,9 @@ import argparse
 import time
 
 from bench.common import MINILM_DIR, distilbert_dir, sentence_of_tokens, table, write_result
-from predictor.classifier import RUNTIMES, SentimentClassifier
+from predictor.classifier import SentimentClassifier
+from predictor.cpu import read_cpu_flags
+from predictor.runtimes import runtimes_here
 
 
 def throughput(classifier: SentimentClassifier, batch: int, tokens: int, seconds: float) -> float:
@@ -23,10 +25,10 @@ def throughput(classifier: SentimentClassifier, batch: int, tokens: int, seconds
 
 
 def run(model: str = "distilbert", seconds: float = 4, batches=(1, 8, 32), lengths=(16, 64),
-        runtimes=RUNTIMES) -> list[dict]:
+        runtimes: tuple[str, ...] | None = None) -> list[dict]:
     model_dir = distilbert_dir() if model == "distilbert" else MINILM_DIR
     rows = []
-    for runtime in runtimes:
+    for runtime in runtimes or runtimes_here(read_cpu_flags()):
         classifier = SentimentClassifier(model_dir, runtime=runtime)
         for tokens in lengths:
             for batch in batches:

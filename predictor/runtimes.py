@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 RUNTIMES: tuple[str, ...] = ("torch", "torch-int8", "torch-bf16", "onnx", "onnx-int8")
 AUTO = "auto"
 """Not a backend: the fastest runtime that passes the accuracy gate (predictor.gate, predictor.calibration)."""
+
+
+def runtimes_here(flags: set[str]) -> tuple[str, ...]:
+    """RUNTIMES a CPU with these flags runs: torch-bf16 is refused without native bf16 (what benchmarks sweep)."""
+    return tuple(r for r in RUNTIMES if r != "torch-bf16" or missing_bf16(flags) is None)
+
+
 TORCH_FREE_HINT = ("ship the ONNX export in the model directory (python -m predictor.export MODEL_DIR --out DIR), "
                    "or run the sentiment-predictor-torch image")
 
