@@ -9,7 +9,9 @@ import numpy as np
 
 from bench.common import MINILM_DIR, command_line, table, write_result
 from harness.sst2 import dev_set
-from predictor.classifier import RUNTIMES, SentimentClassifier
+from predictor.classifier import SentimentClassifier
+from predictor.cpu import read_cpu_flags
+from predictor.runtimes import runtimes_here
 
 
 def probabilities(runtime: str, texts: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -23,7 +25,7 @@ def run() -> list[dict]:
     reference, labels = probabilities("torch", texts)
     positive = labels.index("POSITIVE")
     rows = []
-    for runtime in RUNTIMES:
+    for runtime in runtimes_here(read_cpu_flags()):
         probs = reference if runtime == "torch" else probabilities(runtime, texts)[0]
         predicted = probs.argmax(axis=1)
         rows.append({"runtime": runtime, "accuracy": float(((predicted == positive) == (gold == 1)).mean()),

@@ -6,12 +6,15 @@
 Exports MiniLM as the modelcar does (`python -m predictor.export --out`, calibration on 1,000 SST-2
 train sentences), then measures fp32 and int8 ONNX on the 872 dev sentences in the same passes and
 threads, and times `predictor.calibration.calibrate` on STARTUP_TEXTS calibration texts, which is what
-a pod of an unrecorded CPU class does once at start-up.
+a pod of an unrecorded CPU class does once at start-up. Last, MiniLM and DistilBERT copied with their
+weights and exported in place, where torch-bf16 is a candidate (torch and native bf16): the decisions and,
+in turns, each candidate's texts/s one text a pass (latency at one client).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +26,7 @@ from harness.processes import SHARED
 from harness.sst2 import dev_set
 from predictor.calibration import STARTUP_TEXTS, calibrate, load_candidates, measure, read_cpu_flags, sst2_sample
 from predictor.export import export
-from predictor.gate import cpu_class
+from predictor.gate import REFERENCE, cpu_class
 from predictor.model_dir import DECISIONS_FILE
 
 TRAIN = SHARED / "data" / "sst2" / "train.tsv"
@@ -33,6 +36,24 @@ def startup_seconds(model_dir: Path, texts: list[str]) -> float:
     start = time.monotonic()
     calibrate(model_dir, texts[:STARTUP_TEXTS])
     return round(time.monotonic() - start, 2)
+
+
+def in_place(source: Path, target: Path, calibration: list[str], single_texts: int = 48) -> dict:
+    shutil.copytree(source, target)
+    export(target, calibration=calibration)
+    decision = json.loads((target / DECISIONS_FILE).read_text())["decisions"][cpu_class(read_cpu_flags())]
+    classifiers = load_candidates(target, None, None, target / "cache")
+    singles = [[e] for e in classifiers[REFERENCE].encode(calibration[:single_texts])]
+    seconds = dict.fromkeys(classifiers, 0.0)
+    for timed in (False, True):  # the first round builds each width's kernels (torch)
+        for batch in singles:
+            for name, c in classifiers.items():
+                start = time.perf_counter()
+                c.predict_encoded(batch)
+                seconds[name] += (time.perf_counter() - start) * timed
+    print(f"{source.name} in place: {decision['runtime']} ({decision['reason']}: {decision['detail']}); one text a "
+          f"pass: " + ", ".join(f"{n} {len(singles) / s:.0f}/s" for n, s in seconds.items()))
+    return {"decision": decision, "batch1_texts_per_s": {n: round(len(singles) / s, 1) for n, s in seconds.items()}}
 
 
 def run() -> dict:
@@ -55,6 +76,8 @@ def run() -> dict:
         distilbert = Path(tmp) / "distilbert"
         export(distilbert_dir(), distilbert)
         distilbert_startup = startup_seconds(distilbert, calibration)
+        with_weights = {m: in_place(d, Path(tmp) / f"{m}-in-place", calibration)
+                        for m, d in (("minilm", MINILM_DIR), ("distilbert_random", distilbert_dir()))}
     print(f"CPU class {cpu_key}: --runtime auto chose {recorded['runtime']} ({recorded['reason']}: "
           f"{recorded['detail']})")
     print(table(rows, ["set", "runtime", "agreement", "mean_abs_diff", "texts_per_s", "dev_accuracy"]))
@@ -62,7 +85,8 @@ def run() -> dict:
           f"DistilBERT {distilbert_startup} s")
     result = {"model": "sentiment-minilm-sst2", "cpu_class": cpu_key, "decision": recorded, "rows": rows,
               "startup_texts": STARTUP_TEXTS, "startup_seconds": {"minilm": minilm_startup,
-                                                                  "distilbert_random": distilbert_startup}}
+                                                                  "distilbert_random": distilbert_startup},
+              "in_place": with_weights}
     write_result("auto_runtime", result)
     return result
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 
 from bench.common import add_row, command_line, model_dir, sentence_of_tokens, table, write_result
-from predictor.classifier import RUNTIMES, SentimentClassifier
+from predictor.classifier import SentimentClassifier
+from predictor.cpu import read_cpu_flags
+from predictor.runtimes import runtimes_here
 
 
 def throughput(classifier: SentimentClassifier, batch: int, tokens: int, seconds: float) -> float:
@@ -22,8 +24,12 @@ def throughput(classifier: SentimentClassifier, batch: int, tokens: int, seconds
     return done / (time.perf_counter() - start)
 
 
+HERE = runtimes_here(read_cpu_flags())
+"""The runtimes this CPU runs (torch-bf16 only with native bf16)."""
+
+
 def run(model: str = "distilbert", seconds: float = 4, batches=(1, 8, 32), lengths=(16, 64),
-        runtimes=RUNTIMES) -> list[dict]:
+        runtimes=HERE) -> list[dict]:
     directory = model_dir(model)
     columns = ["model", "runtime", "tokens", "batch", "seq_per_s"]
     rows = []

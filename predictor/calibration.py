@@ -1,7 +1,7 @@
 """`--runtime auto` as mechanics: the calibration set, measuring the candidates, the recorded decisions.
 
 The export (`predictor.export`) writes a calibration set into the model directory (CALIBRATION_FILE),
-measures the ONNX Runtime candidates on it and records the decision for its CPU class in
+measures the candidates on it and records the decision for its CPU class in
 DECISIONS_FILE. A pod whose CPU class has a recorded decision serves it without measuring; one whose
 class has none measures once at start-up, on the first STARTUP_TEXTS texts of the shipped set. The
 policy (the gate, the choice, the CPU class) is `predictor.gate`.
@@ -21,20 +21,34 @@ from pathlib import Path
 import numpy as np
 
 from .classifier import DEFAULT_ONNX_CACHE, SentimentClassifier
-from .cpu import thread_budget
-from .gate import NO_CALIBRATION_SET, REFERENCE, Candidate, Decision, compare, cpu_class, decide
-from .model_dir import CALIBRATION_FILE, DECISIONS_FILE, ONNX_FP32, ONNX_INT8, model_fingerprint
+from .cpu import read_cpu_flags, thread_budget
+from .gate import (
+    INT8,
+    NO_CALIBRATION_SET,
+    REFERENCE,
+    TORCH_BF16,
+    Candidate,
+    Decision,
+    candidates,
+    compare,
+    cpu_class,
+    decide,
+    missing_bf16,
+    runnable_here,
+)
+from .model_dir import CALIBRATION_FILE, DECISIONS_FILE, ONNX_FP32, ONNX_INT8, WEIGHTS_FILES, model_fingerprint
+from .runtimes import has_torch
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = (REFERENCE, "onnx-int8")
-"""What the torch-free image can run. ONNX Runtime's CPU provider has no bf16 or fp16 kernels for the
-transformer's MatMuls on x86 (it would cast back to fp32), so no half-precision candidate."""
-CANDIDATE_FILES = {"onnx": ONNX_FP32, "onnx-int8": ONNX_INT8}
+CANDIDATE_FILES = {INT8: (ONNX_INT8,), TORCH_BF16: WEIGHTS_FILES}
+"""What a candidate other than fp32 needs in the model directory (any one of these). ONNX Runtime's CPU
+provider has no bf16 or fp16 kernels for the transformer's MatMuls on x86 (it casts back to fp32), so the
+half-precision candidate is torch's (predictor.gate.candidates says where)."""
 SST2_SAMPLE_TEXTS = 1000
 SST2_SAMPLE_SEED = 22
 STARTUP_TEXTS = 128
-"""Texts measured at start-up when the pod's CPU class has no recorded decision, both candidates' sessions
+"""Texts measured at start-up when the pod's CPU class has no recorded decision, the candidates' models
 loaded included (bench/auto_runtime.py: README, Performance). On 128 texts the gate's 99.5% allows no
 disagreement at all: a start-up measurement errs towards fp32."""
 PASS_TEXTS, PASS_TOKENS = 32, 512
@@ -59,15 +73,6 @@ class RuntimeChoice:
             return f"runtime {self.runtime} (--runtime)"
         return (f"runtime {self.runtime} (--runtime auto, {self.decision.reason}, decided at {self.source} for CPU "
                 f"class {self.cpu_class}: {self.decision.detail})")
-
-
-def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The CPU's feature flags (the first `flags` line of /proc/cpuinfo; empty where there is none)."""
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.partition(":")[2].split())
-    return set()
 
 
 def sst2_sample(train_tsv: Path, n: int = SST2_SAMPLE_TEXTS, seed: int = SST2_SAMPLE_SEED) -> list[str]:
@@ -112,19 +117,22 @@ def passes(classifier: SentimentClassifier, texts: list[str]) -> list[list]:
 def measure(classifiers: dict[str, SentimentClassifier], texts: list[str]) -> list[Candidate]:
     """Each classifier's agreement with the reference's labels, mean probability difference and speed.
 
-    The candidates take turns pass by pass, after one warm-up pass each, so load from other processes
-    falls on all of them alike.
+    The candidates take turns pass by pass, so load from other processes falls on all of them alike. Only
+    the second round over the passes is timed: torch builds its kernels for each new pass shape on first
+    use (torch-bf16 on MiniLM, Sapphire Rapids: 71 texts/s the first time, 118 after), which a serving pod
+    pays once per shape.
     """
     batches = passes(classifiers[REFERENCE], texts)
-    for c in classifiers.values():
-        c.predict_encoded(batches[0])
     probs: dict[str, list[np.ndarray]] = {name: [] for name in classifiers}
     seconds = dict.fromkeys(classifiers, 0.0)
-    for batch in batches:
-        for name, c in classifiers.items():
-            start = time.perf_counter()
-            probs[name].append(c.predict_encoded(batch))
-            seconds[name] += time.perf_counter() - start
+    for timed in (False, True):
+        for batch in batches:
+            for name, c in classifiers.items():
+                start = time.perf_counter()
+                answer = c.predict_encoded(batch)
+                if timed:
+                    seconds[name] += time.perf_counter() - start
+                    probs[name].append(answer)
     reference = np.concatenate(probs[REFERENCE])
     figures = []
     for name in classifiers:
@@ -133,11 +141,20 @@ def measure(classifiers: dict[str, SentimentClassifier], texts: list[str]) -> li
     return figures
 
 
-def load_candidates(model_dir: Path, threads: int | None, max_length: int | None,
-                    onnx_cache_dir: Path) -> dict[str, SentimentClassifier]:
+def runnable(model_dir: Path, flags: set[str]) -> list[str]:
+    """The candidates this CPU and image can run on what `model_dir` ships."""
+    return [name for name in candidates(flags, has_torch()) if name == REFERENCE or _ships(model_dir, name)]
+
+
+def _ships(model_dir: Path, runtime: str) -> bool:
+    return any((model_dir / f).is_file() for f in CANDIDATE_FILES[runtime])
+
+
+def load_candidates(model_dir: Path, threads: int | None, max_length: int | None, onnx_cache_dir: Path,
+                    flags: set[str] | None = None) -> dict[str, SentimentClassifier]:
     return {name: SentimentClassifier(model_dir, runtime=name, max_length=max_length, threads=threads,
                                       onnx_cache_dir=onnx_cache_dir)
-            for name in CANDIDATES if name == REFERENCE or (model_dir / CANDIDATE_FILES[name]).is_file()}
+            for name in runnable(model_dir, read_cpu_flags() if flags is None else flags)}
 
 
 def read_decisions(model_dir: Path) -> dict:
@@ -146,7 +163,7 @@ def read_decisions(model_dir: Path) -> dict:
 
 
 def candidate_files(model_dir: Path) -> dict[str, int]:
-    files = [model_dir / name for name in CANDIDATE_FILES.values()]
+    files = [model_dir / name for name in (ONNX_FP32, ONNX_INT8)]
     return {f.name: f.stat().st_size for f in files if f.is_file()}
 
 
@@ -189,9 +206,10 @@ def recorded_decision(model_dir: Path, cpu_key: str) -> Decision | None:
 
 
 def calibrate(model_dir: Path, texts: list[str], threads: int | None = None, max_length: int | None = None,
-              onnx_cache_dir: Path | None = None) -> tuple[Decision, dict[str, SentimentClassifier]]:
+              onnx_cache_dir: Path | None = None, flags: set[str] | None = None,
+              ) -> tuple[Decision, dict[str, SentimentClassifier]]:
     """Measure every candidate in `model_dir` on `texts` and decide (the classifiers are returned for reuse)."""
-    classifiers = load_candidates(model_dir, threads, max_length, onnx_cache_dir or DEFAULT_ONNX_CACHE)
+    classifiers = load_candidates(model_dir, threads, max_length, onnx_cache_dir or DEFAULT_ONNX_CACHE, flags)
     return decide(measure(classifiers, texts)), classifiers
 
 
@@ -205,18 +223,33 @@ def record_for_this_cpu(model_dir: Path, fingerprint: str, texts: list[str]) -> 
     return decision
 
 
+def unavailable(model_dir: Path, flags: set[str], runtime: str) -> str:
+    """What this pod lacks to run `runtime` (for the log; empty where it lacks nothing)."""
+    if runtime == TORCH_BF16 and not has_torch():
+        return "it needs torch, which this image does not have"
+    if runtime == TORCH_BF16 and (why := missing_bf16(flags)):
+        return why
+    if runtime in CANDIDATE_FILES and not _ships(model_dir, runtime):
+        return f"{model_dir} ships none of {', '.join(CANDIDATE_FILES[runtime])}"
+    return ""
+
+
 def auto_classifier(model_dir: Path, threads: int | None, max_length: int | None, onnx_cache_dir: Path,
                     flags: set[str] | None = None) -> tuple[SentimentClassifier, RuntimeChoice]:
     """The classifier `--runtime auto` serves: the recorded decision for this CPU class, or one measured now."""
-    cpu_key = cpu_class(read_cpu_flags() if flags is None else flags)
+    flags = read_cpu_flags() if flags is None else flags
+    cpu_key = cpu_class(flags)
     texts = shipped_calibration(model_dir)
     if texts is None:
         choice, classifiers = RuntimeChoice(NO_CALIBRATION_SET, "start-up", cpu_key), {}
     elif (decision := recorded_decision(model_dir, cpu_key)) is not None:
-        choice, classifiers = RuntimeChoice(decision, "export", cpu_key), {}
+        here = runnable(model_dir, flags)
+        missing = unavailable(model_dir, flags, decision.runtime)
+        choice, classifiers = RuntimeChoice(runnable_here(decision, here, missing), "export", cpu_key), {}
     else:
         start = time.monotonic()
-        decision, classifiers = calibrate(model_dir, texts[:STARTUP_TEXTS], threads, max_length, onnx_cache_dir)
+        decision, classifiers = calibrate(model_dir, texts[:STARTUP_TEXTS], threads, max_length, onnx_cache_dir,
+                                          flags)
         choice = RuntimeChoice(decision, "start-up", cpu_key)
         log.info("no decision recorded for CPU class %s in %s: measured %d of its calibration texts in %.1fs",
                  cpu_key, model_dir, min(len(texts), STARTUP_TEXTS), time.monotonic() - start)

@@ -19,6 +19,15 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (the first `flags` line of /proc/cpuinfo; empty where there is none)."""
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.partition(":")[2].split())
+    return set()
+
+
 @dataclass(frozen=True)
 class ThreadBudget:
     """A thread count and where it came from (logged at start-up)."""

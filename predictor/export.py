@@ -6,7 +6,7 @@ directory for the torch-free predictor image and the modelcar (Dockerfile.model)
 tokenizer files, both exports and an export manifest carrying the source model's fingerprint, and no
 PyTorch weights. Needs torch and transformers (the torch image, or `make install`).
 
-The export also writes the calibration set `--runtime auto` judges the int8 model on (calibration.jsonl)
+The export also writes the calibration set `--runtime auto` judges its candidates on (calibration.jsonl)
 and records, for this machine's CPU class, which runtime passed the accuracy gate and how fast each was
 (runtime-decisions.json; predictor/gate.py). The calibration texts come from --calibration FILE (one
 text per line, or JSON lines with a `text` field), else from a calibration.jsonl in the source

@@ -21,11 +21,18 @@ MIN_SPEEDUP = 1.1
 """A candidate that passes the gate replaces fp32 only when it is at least this much faster: speeds measured on a
 shared machine move by several percent, and a gain inside that noise is not worth any loss of fidelity."""
 
+INT8 = "onnx-int8"
+TORCH_BF16 = "torch-bf16"
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+"""Either gives oneDNN native bf16 matmuls. Without them torch emulates bf16 through fp32 and runs slower than
+fp32 (7x slower on an AVX2-only Zen 3, issue 22), so torch-bf16 is no candidate there and is refused."""
+
 # From the most capable down: the first class whose flags the CPU has is its class. int8 and bf16 kernels
-# differ between these (VNNI and AMX instructions, saturation on AVX2-only CPUs), so one decision holds
-# for all CPUs of a class.
+# differ between these (VNNI and AMX instructions, native bf16 or none, saturation on AVX2-only CPUs), so
+# one decision holds for all CPUs of a class.
 CPU_CLASSES: tuple[tuple[str, frozenset[str]], ...] = (
     ("amx", frozenset({"amx_int8", "amx_bf16", "amx_tile"})),
+    ("avx512_bf16", frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})),
     ("avx512_vnni", frozenset({"avx512f", "avx512_vnni"})),
     ("avx512", frozenset({"avx512f"})),
     ("avx2_vnni", frozenset({"avx2", "avx_vnni"})),
@@ -38,6 +45,17 @@ def cpu_class(flags: Iterable[str]) -> str:
     """The CPU feature class of a CPU with these /proc/cpuinfo `flags` (a small, stable key)."""
     flags = set(flags)
     return next((name for name, needed in CPU_CLASSES if needed <= flags), BASELINE_CLASS)
+
+
+def missing_bf16(flags: Iterable[str]) -> str | None:
+    """Why a CPU with these flags cannot run torch-bf16 natively (None: it can)."""
+    return None if BF16_FLAGS & set(flags) else f"the CPU has neither {' nor '.join(sorted(BF16_FLAGS))}"
+
+
+def candidates(flags: Iterable[str], has_torch: bool) -> tuple[str, ...]:
+    """The runtimes `auto` measures on a CPU with these flags, in an image with or without torch: torch-bf16 only
+    where it can win (torch importable and native bf16), never in the torch-free image."""
+    return (REFERENCE, INT8, *((TORCH_BF16,) if has_torch and missing_bf16(flags) is None else ()))
 
 
 @dataclass(frozen=True)
@@ -74,7 +92,8 @@ class Decision:
     runtime: str
     reason: str
     """`fastest-passing` (a candidate passed the gate and is faster), `gate-failed` (none passed), `not-faster`
-    (one passed but is not MIN_SPEEDUP faster than fp32), `no-calibration-set` (nothing to judge with)."""
+    (one passed but is not MIN_SPEEDUP faster than fp32), `no-calibration-set` (nothing to judge with),
+    `recorded-unavailable` (the recorded runtime cannot run in this pod: see `runnable_here`)."""
     detail: str
     candidates: tuple[Candidate, ...] = ()
 
@@ -109,3 +128,17 @@ def decide(candidates: Sequence[Candidate]) -> Decision:
         return Decision(passing[0].runtime, "fastest-passing", judged, tuple(candidates))
     return Decision(REFERENCE, "not-faster" if passing else "gate-failed", judged or "no other candidate",
                     tuple(candidates))
+
+
+def runnable_here(recorded: Decision, runnable: Iterable[str], why: str) -> Decision:
+    """`recorded` if this pod can run its runtime, else the choice among the recorded candidates it can run.
+
+    The export may run where the pod does not (the torch image records torch-bf16, the torch-free image serves
+    the directory), so the pod decides again on the recorded figures, without measuring; `why` says what it lacks.
+    """
+    runnable = set(runnable)
+    if recorded.runtime in runnable:
+        return recorded
+    among = decide([c for c in recorded.candidates if c.runtime in runnable])
+    return Decision(among.runtime, "recorded-unavailable", f"recorded {recorded.runtime} cannot run here ({why}); "
+                    f"among the recorded candidates it can run: {among.detail}", recorded.candidates)

@@ -1,4 +1,4 @@
-"""Forward-pass backends: torch eager (fp32 or dynamic int8) and ONNX Runtime (fp32 or int8).
+"""Forward-pass backends: torch eager (fp32, dynamic int8 or bf16) and ONNX Runtime (fp32 or int8).
 
 Each backend maps padded `input_ids` and `attention_mask` ([batch, width] int64) to softmax
 probabilities [batch, num_labels] float32. ONNX models are exported from the Hugging Face
@@ -17,14 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .cpu import thread_budget
+from .cpu import read_cpu_flags, thread_budget
+from .gate import missing_bf16
 from .model_dir import ONNX_FP32, ONNX_INT8
 
 log = logging.getLogger(__name__)
 
-RUNTIMES: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+RUNTIMES: tuple[str, ...] = ("torch", "torch-int8", "torch-bf16", "onnx", "onnx-int8")
 AUTO = "auto"
-"""Not a backend: the fastest ONNX runtime that passes the accuracy gate (predictor.gate, predictor.calibration)."""
+"""Not a backend: the fastest runtime that passes the accuracy gate (predictor.gate, predictor.calibration)."""
+
+
+def runtimes_here(flags: set[str]) -> tuple[str, ...]:
+    """RUNTIMES a CPU with these flags runs: torch-bf16 is refused without native bf16 (what benchmarks sweep)."""
+    return tuple(r for r in RUNTIMES if r != "torch-bf16" or missing_bf16(flags) is None)
+
+
 TORCH_FREE_HINT = ("ship the ONNX export in the model directory (python -m predictor.export MODEL_DIR --out DIR), "
                    "or run the sentiment-predictor-torch image")
 
@@ -39,13 +47,24 @@ def load_backend(runtime: str, model_dir: Path, fingerprint: str, threads: int |
     log.debug("forward pass on %d threads (%s)", budget.threads, budget.source)
     threads = budget.threads
     if runtime.startswith("torch"):
-        return _torch_backend(model_dir, quantize=runtime == "torch-int8", threads=threads)
+        return _torch_backend(model_dir, runtime, threads=threads)
     return _onnx_backend(model_dir, fingerprint, quantize=runtime == "onnx-int8", threads=threads,
                          cache_dir=onnx_cache_dir)
 
 
+def _import_torch():
+    """torch, its OpenMP threads passive: threads that spin after each parallel region (libgomp's default)
+    fight the event loop, Redis and each other for a pod's 2 cores (under load, torch's MiniLM at batch 1
+    fell to 4 texts/s, from 36 passive). libgomp reads the policy once, when torch loads it."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    return torch
+
+
 def _torch_model(model_dir: Path):
     _require("torch", "transformers", why=f"loading the PyTorch weights in {model_dir}")
+    _import_torch()
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
@@ -53,14 +72,20 @@ def _torch_model(model_dir: Path):
     return model
 
 
-def _torch_backend(model_dir: Path, quantize: bool, threads: int) -> Backend:
+def _torch_backend(model_dir: Path, runtime: str, threads: int) -> Backend:
     _require("torch", "transformers", why="the torch runtimes")
-    import torch
-
+    if runtime == "torch-bf16" and (missing := missing_bf16(read_cpu_flags())):
+        raise RuntimeError(f"--runtime torch-bf16 needs native bf16 matmuls and {missing} in /proc/cpuinfo (torch "
+                           "would emulate bf16, slower than fp32): use --runtime onnx, or auto")
+    torch = _import_torch()
     torch.set_num_threads(threads)
     model = _torch_model(model_dir)
-    if quantize:
+    if runtime == "torch-int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    elif runtime == "torch-bf16":
+        # Weights cast once, not autocast: autocast casts every weight again in every pass, which costs more
+        # than the pass at batch 1 (MiniLM: 44 against 76 texts/s, Sapphire Rapids); faithful either way.
+        model = model.to(torch.bfloat16)
 
     def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -117,7 +142,7 @@ def onnx_model(model_dir: Path, fingerprint: str, quantize: bool, cache_dir: Pat
 
 def _export(model_dir: Path, out: Path) -> None:
     _require("torch", "transformers", why=f"exporting {model_dir} to ONNX")
-    import torch
+    torch = _import_torch()
 
     log.info("exporting %s to ONNX (once per model fingerprint)", model_dir)
     model = _torch_model(model_dir)
@@ -126,6 +151,13 @@ def _export(model_dir: Path, out: Path) -> None:
     torch.onnx.export(model, (ids, torch.ones_like(ids)), str(out), input_names=["input_ids", "attention_mask"],
                       output_names=["logits"], opset_version=17, dynamo=False,
                       dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}})
+
+
+def has_torch() -> bool:
+    """Whether this image can run the torch runtimes (the default predictor image cannot)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
 
 
 def _require(*modules: str, why: str) -> None:

@@ -27,8 +27,8 @@ class PredictorSettings(ServerSettings):
     # Not `auto` by default: the shipped calibration set is SST-2 train, which the shared model was fine-tuned
     # on, and int8 agrees with fp32 more often there than on unseen sentences (README, Performance).
     runtime: str = setting("onnx", "inference runtime (see bench/ for speed and accuracy); `auto`: the "
-                           "fastest ONNX runtime that passes the accuracy gate on the model's calibration set "
-                           "(predictor/gate.py)",
+                           "fastest runtime that passes the accuracy gate on the model's calibration set "
+                           "(predictor/gate.py; torch-bf16 only with torch and native bf16)",
                            env="PREDICTOR_RUNTIME", choices=(*RUNTIMES, AUTO))
     onnx_cache_dir: str = setting(str(DEFAULT_ONNX_CACHE), "where ONNX exports are kept, one folder per model "
                                   "fingerprint", env="ONNX_CACHE_DIR")

@@ -9,8 +9,11 @@ and that the figures reproduce when measured again on this machine.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import httpx
 import numpy as np
@@ -18,7 +21,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from harness.processes import PredictorProcess
+from harness.processes import REPO, PredictorProcess
 from harness.tiny_model import build_tiny_model
 from predictor.calibration import (
     PASS_TEXTS,
@@ -34,12 +37,15 @@ from predictor.calibration import (
 )
 from predictor.classifier import SentimentClassifier
 from predictor.export import export
-from predictor.gate import Candidate, Decision, cpu_class, decide
+from predictor.gate import Candidate, Decision, cpu_class, decide, missing_bf16
 from predictor.model_dir import (
     CALIBRATION_FILE,
+    CONFIG_FILE,
     DECISIONS_FILE,
     EXPORT_MANIFEST,
+    ONNX_FP32,
     ONNX_INT8,
+    TOKENIZER_FILES,
     fingerprint,
     model_fingerprint,
     write_manifest,
@@ -47,6 +53,7 @@ from predictor.model_dir import (
 
 TEXTS = ["the movie was great fun", "terrible boring plot", "i love this film", "a dull and lifeless mess"]
 THIS_CPU = cpu_class(read_cpu_flags())
+NO_BF16 = missing_bf16(read_cpu_flags())
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +218,90 @@ def test_the_export_takes_its_calibration_texts_from_a_file_or_none(tiny, tmp_pa
     assert recorded_decision(tmp_path / "given", THIS_CPU) is not None
     main([str(tiny), "--out", str(tmp_path / "none"), "--no-calibration"])
     assert not (tmp_path / "none" / CALIBRATION_FILE).exists() and not (tmp_path / "none" / DECISIONS_FILE).exists()
+
+
+@pytest.fixture(scope="module")
+def torch_free(tmp_path_factory) -> dict[str, str]:
+    """The environment of the torch-free image, in this one: torch and transformers cannot be imported."""
+    blocker = tmp_path_factory.mktemp("torch-free")
+    (blocker / "sitecustomize.py").write_text('import sys\nsys.modules["torch"] = sys.modules["transformers"] = None\n')
+    return {"PYTHONPATH": f"{blocker}:{REPO}"}
+
+
+def test_the_torch_free_image_refuses_torch_bf16_naming_what_it_lacks(tiny, torch_free):
+    result = subprocess.run([sys.executable, "-c", "from predictor.classifier import SentimentClassifier\n"
+                             f"SentimentClassifier({str(tiny)!r}, runtime='torch-bf16')"],
+                            cwd=REPO, env={**os.environ, **torch_free}, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "the torch runtimes needs torch, transformers, which this image does not have" in result.stderr
+
+
+@pytest.mark.skipif(NO_BF16 is None, reason="this CPU has native bf16: torch-bf16 is not refused here")
+def test_torch_bf16_is_refused_on_a_cpu_without_native_bf16(tiny):
+    with pytest.raises(RuntimeError, match="--runtime torch-bf16 needs native bf16 matmuls and the CPU has neither"):
+        SentimentClassifier(tiny, runtime="torch-bf16")
+
+
+@pytest.fixture(scope="module")
+def exported_in_place(tiny, tmp_path_factory):
+    """The tiny model exported next to its weights (`python -m predictor.export MODEL_DIR`): a directory both
+    images can serve, torch-bf16 included where the torch image runs on a bf16 CPU."""
+    model = shutil.copytree(tiny, tmp_path_factory.mktemp("in-place") / "model")
+    export(model, calibration=TEXTS * 8)
+    return model
+
+
+def test_a_torch_free_pod_serves_the_fastest_recorded_candidate_it_can_run(exported_in_place, torch_free):
+    # As the torch image on a bf16 CPU records it; figures of the shape measured (bench/auto_runtime.py).
+    figures = [Candidate("onnx", 1.0, 0.0, 100.0), Candidate("onnx-int8", 1.0, 0.004, 180.0),
+               Candidate("torch-bf16", 1.0, 0.002, 260.0)]
+    path = exported_in_place / DECISIONS_FILE
+    record = json.loads(path.read_text())
+    record["decisions"][THIS_CPU].update(decide(figures).to_json())
+    path.write_text(json.dumps(record))
+    assert recorded_decision(exported_in_place, THIS_CPU).runtime == "torch-bf16"
+    proc = PredictorProcess(exported_in_place, extra=["--runtime", "auto"],
+                            env={**torch_free, "PYTHONPROFILEIMPORTTIME": "1"}).start()
+    try:
+        served(proc, exported_in_place, "onnx-int8", "export", "recorded-unavailable")
+        assert ("recorded torch-bf16 cannot run here (it needs torch, which this image does not have); among the "
+                "recorded candidates it can run: onnx-int8: passes, 1.80x fp32") in proc.log()
+        assert not re.search(r"^import time: .*\| (torch|transformers)$", proc.log(), re.M)
+    finally:
+        proc.stop()
+
+
+@pytest.mark.skipif(NO_BF16 is not None, reason=f"torch-bf16 is no candidate on this CPU: {NO_BF16}")
+def test_on_a_bf16_cpu_auto_measures_torch_bf16_against_fp32_onnx_and_says_what_it_chose(model_dir, exported_model,
+                                                                                         tmp_path):
+    """The shared model with its weights and the export's ONNX files and calibration set, no recorded decision:
+    the torch environment on a bf16 CPU measures all three candidates at start-up."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in (CONFIG_FILE, *TOKENIZER_FILES, "model.safetensors"):
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, model / name)
+    for name in (ONNX_FP32, ONNX_INT8, CALIBRATION_FILE):
+        shutil.copyfile(exported_model / name, model / name)
+    proc = PredictorProcess(model, extra=["--runtime", "auto"]).start()
+    try:
+        metadata = httpx.get(f"{proc.url}/v2/models/sentiment", timeout=10).json()
+        runtime, reason = re.fullmatch(rf"(\S+) \(--runtime auto: (\S+), decided at start-up for CPU class "
+                                       rf"{THIS_CPU}\)", metadata["platform"]).groups()
+        assert metadata["versions"] == [f"{model_fingerprint(model)}-{runtime}"]
+        judged = re.search(rf"runtime {runtime} \(--runtime auto, {reason}, decided at start-up for CPU class "
+                           rf"{THIS_CPU}: onnx-int8: (.*), [0-9.]+x fp32; torch-bf16: (.*), ([0-9.]+)x fp32\)",
+                           proc.log())
+        assert judged, proc.log()[-3000:]
+        assert metric_line(proc.url) == (f'sentiment_predictor_runtime_info{{cpu_class="{THIS_CPU}",reason="{reason}",'
+                                         f'runtime="{runtime}",source="start-up"}} 1.0')
+        if runtime == "torch-bf16":
+            assert (reason, judged[2]) == ("fastest-passing", "passes")
+        answer = httpx.post(f"{proc.url}/v1/models/sentiment:predict", json={"instances": TEXTS}, timeout=30).json()
+    finally:
+        proc.stop()
+    # Whatever it serves is inside the gate's distance from fp32 (bf16 and int8 differ from it by ~0.001-0.006).
+    fp32 = SentimentClassifier(model, runtime="onnx").predict(TEXTS)
+    scores = [{r["label"]: r["score"] for r in row} for row in answer["predictions"]]
+    np.testing.assert_allclose([[row[label] for label in ("NEGATIVE", "POSITIVE")] for row in scores], fp32, atol=0.05)

@@ -11,9 +11,12 @@ from predictor.gate import (
     NO_CALIBRATION_SET,
     Candidate,
     Decision,
+    candidates,
     compare,
     cpu_class,
     decide,
+    missing_bf16,
+    runnable_here,
 )
 
 FP32 = Candidate("onnx", 1.0, 0.0, 100.0)
@@ -80,11 +83,40 @@ ZEN4 = [*ZEN3, "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16", "av
 SKYLAKE_X = [*ZEN3, "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512cd"]
 SAPPHIRE_RAPIDS = [*ZEN4, "avx_vnni", "amx_bf16", "amx_tile", "amx_int8", "avx512_fp16"]
 ALDER_LAKE = [*ZEN3, "avx_vnni"]
+ICE_LAKE = [*SKYLAKE_X, "avx512_vnni"]
 
 
 @pytest.mark.parametrize(("flags", "expected"), [
-    (ZEN3, "avx2"), (ZEN4, "avx512_vnni"), (SKYLAKE_X, "avx512"), (SAPPHIRE_RAPIDS, "amx"),
+    (ZEN3, "avx2"), (ZEN4, "avx512_bf16"), (ICE_LAKE, "avx512_vnni"), (SKYLAKE_X, "avx512"), (SAPPHIRE_RAPIDS, "amx"),
     (ALDER_LAKE, "avx2_vnni"), (["sse2"], "baseline"), ([], "baseline"),
 ])
 def test_cpu_class_names_the_best_int8_and_bf16_instructions(flags, expected):
     assert cpu_class(flags) == expected
+
+
+@pytest.mark.parametrize(("flags", "native"), [(ZEN3, False), (ALDER_LAKE, False), (SKYLAKE_X, False),
+                                               (ICE_LAKE, False), (ZEN4, True), (SAPPHIRE_RAPIDS, True)])
+def test_torch_bf16_is_a_candidate_only_with_torch_and_native_bf16(flags, native):
+    assert candidates(flags, has_torch=False) == ("onnx", "onnx-int8")  # the torch-free image, on any CPU
+    assert candidates(flags, has_torch=True) == ("onnx", "onnx-int8", *(("torch-bf16",) if native else ()))
+    assert missing_bf16(flags) == (None if native else "the CPU has neither amx_bf16 nor avx512_bf16")
+
+
+RECORDED = decide([FP32, Candidate("onnx-int8", 0.996, 0.006, 180.0), Candidate("torch-bf16", 0.999, 0.001, 260.0)])
+
+
+def test_a_pod_that_can_run_the_recorded_runtime_serves_it():
+    assert RECORDED.runtime == "torch-bf16"
+    assert runnable_here(RECORDED, ["onnx", "onnx-int8", "torch-bf16"], "") is RECORDED
+
+
+def test_a_pod_that_cannot_run_the_recorded_runtime_serves_the_fastest_recorded_one_it_can_without_measuring():
+    served = runnable_here(RECORDED, ["onnx", "onnx-int8"], "it needs torch")
+    assert (served.runtime, served.reason) == ("onnx-int8", "recorded-unavailable")
+    assert served.detail == ("recorded torch-bf16 cannot run here (it needs torch); among the recorded candidates "
+                             "it can run: onnx-int8: passes, 1.80x fp32")
+    assert served.candidates == RECORDED.candidates
+    # What remains is judged by the same gate and speed rule: a failing or too slow int8 leaves fp32.
+    for int8 in (Candidate("onnx-int8", 0.98, 0.02, 180.0), Candidate("onnx-int8", 1.0, 0.001, 105.0)):
+        recorded = decide([FP32, int8, Candidate("torch-bf16", 0.999, 0.001, 260.0)])
+        assert runnable_here(recorded, ["onnx", "onnx-int8"], "it needs torch").runtime == "onnx"

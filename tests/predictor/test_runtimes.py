@@ -9,11 +9,14 @@ for both CPU kinds. Measured (sentiment-minilm-sst2, 89.7% fp32):
 | onnx-int8 | AMD EPYC Zen 3, AVX2 only | 0.890 | 0.989 | 0.014 |
 | onnx-int8 | AVX-512 + VNNI (issue report) | | 0.982 | |
 | torch-int8 | AMD EPYC Zen 3, AVX2 only | 0.876 | 0.950 | 0.045 |
+| torch-bf16 | Xeon Sapphire Rapids, AMX (weights cast to bf16) | | 0.998 | 0.0015 |
 
 Bounds: onnx-int8 loses at most 2.5 points of accuracy, agrees on at least 96% of labels (2 points
 below the worst measured) with a mean probability difference under 0.03; torch-int8 (per-tensor,
 a fallback) at most 4 points, 92%, 0.08. onnx fp32 equals torch within 1e-4 on every CPU (no
-quantization; float reductions differ by ~1e-6).
+quantization; float reductions differ by ~1e-6). torch-bf16, only where the CPU has native bf16
+(elsewhere it is refused), agrees on 99% and differs by under 0.005: inside `--runtime auto`'s gate, with
+room for Zen 4's AVX512-BF16 kernels beside AMX.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import pytest
 
 from harness.sst2 import dev_set
 from predictor.classifier import SentimentClassifier
+from predictor.cpu import read_cpu_flags
+from predictor.gate import compare, missing_bf16
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +64,13 @@ def test_int8_runtimes_stay_close(model_dir, dev, reference, tmp_path_factory, r
     assert (probs.argmax(axis=1) == reference.argmax(axis=1)).mean() >= min_agreement
     assert np.abs(probs - reference).mean() <= max_mean_diff
     assert accuracy(probs, gold) >= accuracy(reference, gold) - max_accuracy_loss
+
+
+@pytest.mark.skipif(missing_bf16(read_cpu_flags()) is not None, reason="torch-bf16 needs native bf16: "
+                    f"{missing_bf16(read_cpu_flags())}")
+def test_torch_bf16_stays_inside_the_auto_gate(model_dir, dev, reference, tmp_path_factory):
+    texts, gold = dev
+    probs = probabilities(model_dir, "torch-bf16", texts, tmp_path_factory.mktemp("onnx"))
+    agreement, mean_diff = compare(reference, probs)
+    assert agreement >= 0.99 and mean_diff <= 0.005
+    assert accuracy(probs, gold) >= accuracy(reference, gold) - 0.01
