@@ -29,9 +29,9 @@ that it waits for a pass of its own length.
 
 A pass costs about its padded tokens plus a fixed cost worth 15-25 tokens (MiniLM and DistilBERT on
 ONNX Runtime, 2 cores), so a text that adds less padding than that costs less in a pass than in one
-of its own. More slack wastes compute under load: with 64, a pass of short texts took in texts up to
-64 tokens longer, and one-sentence SST-2 requests spent more of each pass on padding than on their own
-tokens (`python -m bench.triton` reports the padding share of each side's passes)."""
+of its own. More slack wastes compute under load: with 64, a pass of 5-token texts took in a text of
+60 and padded every one of them to it (`python -m bench.triton` reports the padding share of each
+side's passes)."""
 SIZE_CLASS_TOKENS = 128
 """Requests within the same step of this many tokens are served first come first served, so a
 slightly longer sentence is not overtaken by shorter ones; a 300-token text waits behind them."""
