@@ -30,7 +30,7 @@ that it waits for a pass of its own length.
 A pass costs about its padded tokens plus a fixed cost worth 15-25 tokens (MiniLM and DistilBERT on
 ONNX Runtime, 2 cores), so a text that adds less padding than that costs less in a pass than in one
 of its own. More slack wastes compute under load: with 64, a 5-token text and a 60-token one shared
-a pass, the short one padded to 60, and texts 3 tokens apart joined a pass of 20 (`python -m bench.triton` reports the padding share of each
+a pass, the short one padded to 60 (`python -m bench.triton` reports the padding share of each
 side's passes)."""
 SIZE_CLASS_TOKENS = 128
 """Requests within the same step of this many tokens are served first come first served, so a
