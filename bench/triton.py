@@ -18,7 +18,8 @@ request, drawn at random (the `v2-batched` body, shape [1, 1], which both server
 first load on a model, both fp32 servers must answer a few dev sentences with probabilities equal within
 1e-4. Reported per server: requests/s, p50 and p99 (median of the rounds), their ratios to Triton, and
 how much of each forward pass was padding (`sentiment_predictor_pass_tokens_total` on this predictor,
-the peer's own count of each Triton batch on its stats port), with the runtime `auto` chose and why.
+the peer's own count of each Triton batch on its stats port), with the runtime `auto` chose and why; then the
+forward passes alone, in-process, at fp32 and int8 in both sides' pass shapes: the compute bound either could reach.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from bench.triton_peer import MAX_BATCH_SIZE, MAX_QUEUE_DELAY_US
 from harness.clients import metric
 from harness.processes import REPO, PredictorProcess, ServerProcess, free_port, http_ready
 from harness.sst2 import dev_set, sentences
-from predictor.calibration import read_cpu_flags
+from predictor.calibration import passes, read_cpu_flags
+from predictor.classifier import SentimentClassifier
 from predictor.gate import cpu_class
 from predictor.model_dir import DECISIONS_FILE, EXPORT_MANIFEST, fingerprint
 
@@ -260,16 +262,18 @@ def _bytes(path: Path) -> int:
 def run(models: list[str], clients: list[int], rounds: int, seconds: int) -> dict:
     if not PEER_PYTHON.is_file():
         raise SystemExit(f"no peer venv at {PEER_VENV}: run `python -m bench.triton --install` first")
-    rows, choices, answer_diffs = [], {}, {}
+    rows, choices, answer_diffs, raw = [], {}, {}, []
     for model in models:
         model_rows, choices[model], answer_diffs[model] = run_model(model, clients, rounds, seconds)
         rows += model_rows
+        raw += raw_bound(model, sentences("train.tsv", 5000))
     summary = summarise(rows)
     reached = goal(summary)
     flags = read_cpu_flags()
     cpu = {"class": cpu_class(flags), "flags": {f: f in flags for f in CPU_FLAGS}}
     print(table(summary, ["model", "clients", "server", "requests_per_s", "p50_ms", "p99_ms", "throughput_vs_peer",
                           "p99_vs_peer", "padding_share", "texts_per_pass", "computed_tokens_per_s"]))
+    print(table(raw, ["model", "runtime", "shape", "texts_per_s", "computed_tokens_per_s", "padding_share"]))
     for model, choice in choices.items():
         print(f"{model}: --runtime auto chose {choice.get('runtime')} ({choice.get('reason')}, "
               f"{choice.get('source')}, CPU class {choice.get('cpu_class')}): {choice.get('detail')}")
@@ -283,7 +287,7 @@ def run(models: list[str], clients: list[int], rounds: int, seconds: int) -> dic
         "load": {"scenario": "bench/k6/mixed.js", "body": BODY, "texts": "SST-2 train, first 5000, drawn at random, "
                  "each made unique (k6's cold path)", "seconds": seconds, "rounds": rounds, "clients": clients},
         "cpu_features": cpu, "auto": choices, "fp32_answer_max_diff": answer_diffs, "goal": reached,
-        "summary": summary, "rows": rows,
+        "summary": summary, "rows": rows, "raw_forward_passes": raw,
         "install": json.loads(install_file.read_text()) if install_file.is_file() else None,
     })
     return {"summary": summary, "goal": reached, "auto": choices}
@@ -316,6 +320,34 @@ def run_model(model: str, clients: list[int], rounds: int, seconds: int,
         finally:
             server.stop()
     return rows, choice, diffs
+
+
+RAW_TEXTS = 256
+
+
+def raw_bound(model: str, texts: list[str]) -> list[dict]:
+    """The compute bound, served by nothing: the forward passes alone, in-process, at each precision, on load texts
+    made unique as k6 makes them, in the predictor's pass shapes (at most 32 texts and 512 padded tokens) and in
+    Triton's (32 texts, each batch padded to its longest)."""
+    texts = [f"{text} ({i % 32 + 1}-{i})" for i, text in enumerate(texts[:RAW_TEXTS])]
+    rows = []
+    for runtime in ("onnx", "onnx-int8"):
+        classifier = SentimentClassifier(exported(model), runtime=runtime)
+        encoded = classifier.encode(texts)
+        shapes = {"predictor passes": passes(classifier, texts),
+                  "32 texts a pass": [encoded[i:i + 32] for i in range(0, len(encoded), 32)]}
+        for shape, batches in shapes.items():
+            classifier.predict_encoded(batches[0])  # warm-up
+            start = time.perf_counter()
+            for batch in batches:
+                classifier.predict_encoded(batch)
+            seconds = time.perf_counter() - start
+            text = sum(len(e.ids) for batch in batches for e in batch)
+            computed = sum(len(batch) * max(len(e.ids) for e in batch) for batch in batches)
+            rows.append({"model": model, "runtime": runtime, "shape": shape, "texts_per_s": len(texts) / seconds,
+                         "computed_tokens_per_s": computed / seconds, "padding_share": 1 - text / computed})
+            print(table(rows[-1:], list(rows[-1])), flush=True)
+    return rows
 
 
 def same_answers(model: str, answers: dict[str, np.ndarray]) -> dict[str, float]:
