@@ -198,11 +198,13 @@ def probabilities(server: ServerProcess, texts: list[str]) -> np.ndarray:
 
 
 def runtime_choice(server: PredictorProcess, model_dir: Path) -> dict:
-    """What `--runtime auto` serves and why: the metric's labels, the v2 metadata's platform, the recorded figures."""
+    """What `--runtime auto` serves and why: the metric's labels, the v2 metadata's platform, the start-up log line
+    and the figures the export recorded."""
     labels = runtime_labels(httpx.get(f"{server.url}/metrics", timeout=10).text)
     platform = httpx.get(f"{server.url}/v2/models/sentiment", timeout=10).json().get("platform")
+    logged = next((line for line in server.log().splitlines() if "(--runtime auto" in line), None)
     recorded = json.loads((model_dir / DECISIONS_FILE).read_text())["decisions"].get(labels.get("cpu_class"), {})
-    return {**labels, "platform": platform, "detail": recorded.get("detail"),
+    return {**labels, "platform": platform, "log": logged, "detail": recorded.get("detail"),
             "candidates": recorded.get("candidates")}
 
 
