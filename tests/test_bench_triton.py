@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.triton import AUTO, FP32, PEER, goal, pass_figures, runtime_labels, schedule, summarise
+from bench.triton import AUTO, FP32, PEER, gflop_per_token, goal, pass_figures, runtime_labels, schedule, summarise
 from bench.triton_peer import PassTokens, texts_of
 
 
@@ -72,3 +72,10 @@ def test_runtime_labels_name_the_series_set_to_one():
     assert runtime_labels(text) == {"cpu_class": "amx", "reason": "fastest-passing", "runtime": "onnx-int8",
                                     "source": "export"}
     assert runtime_labels("sentiment_predictor_batch_texts_count 3.0\n") == {}
+
+
+def test_gflop_per_token_reads_both_config_spellings():
+    distilbert = {"dim": 768, "hidden_dim": 3072, "n_layers": 6}
+    bert = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 6}
+    assert gflop_per_token(distilbert) == gflop_per_token(bert) == pytest.approx(0.0849, abs=1e-4)
+    assert 16 * gflop_per_token(distilbert) == pytest.approx(1.37, abs=0.02)  # issue 22's figure, attention included
