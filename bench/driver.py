@@ -5,7 +5,8 @@
 
 `hot` texts repeat (cache hits once `warm` has sent them), `cold` texts are made unique per request
 (always a miss). `body` is the request shape: `text` (the transformer's routes), `instances` (v1
-predict) or `v2` (v2 infer tensors), so the same scenario drives the transformer and the predictor.
+predict), `v2` (v2 infer tensors) or `v2-batched` (shape [1, 1], which Triton takes too), so the same
+scenario drives the transformer, the predictor and Triton (bench/triton.py).
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ def test_stops_when_the_deployment_does_not_answer_the_warm_up(tmp_path, transfo
     ("transformer", "/bulk-predict", "text"),
     ("predictor", "/v1/models/sentiment:predict", "instances"),
     ("predictor", "/v2/models/sentiment/infer", "v2"),
+    ("predictor", "/v2/models/sentiment/infer", "v2-batched"),  # what bench/triton.py sends Triton too
 ])
 def test_the_benchmark_scenario_drives_each_route_in_its_body_shape(request, server, route, body):
     target = request.getfixturevalue(server)

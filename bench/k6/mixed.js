@@ -3,8 +3,9 @@
 // Sentences: HOT (repeated: cached once warm) and COLD (made unique per request, so always a miss).
 // RATE set: a fixed arrival rate instead (k6 constant-arrival-rate, RATE requests/s, same mix);
 // requests k6 could not start in time are counted in dropped_iterations.
-// BODY: the request shape, `text` (the transformer's routes, default), `instances` (v1 predict) or
-// `v2` (v2 infer tensors), so the same mix drives the transformer and the predictor alone.
+// BODY: the request shape, `text` (the transformer's routes, default), `instances` (v1 predict),
+// `v2` (v2 infer tensors) or `v2-batched` (the same, shape [1, 1]), so the same mix drives the
+// transformer, the predictor alone and Triton (bench/triton.py).
 import http from 'k6/http';
 import { check } from 'k6';
 
@@ -40,6 +41,9 @@ const BODIES = {
   text: (text) => ({ text: [text] }),
   instances: (text) => ({ instances: [text] }),
   v2: (text) => ({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: [text] }] }),
+  // A batching Triton model takes a batch dimension before each input's own dims, which may not be
+  // empty ([1] for one text); the predictor reads [N, 1] as [N].
+  'v2-batched': (text) => ({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, 1], data: [text] }] }),
 };
 const BODY = BODIES[__ENV.BODY || 'text'];
 if (!BODY) {
