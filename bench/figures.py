@@ -105,6 +105,16 @@ FIGURES = (
       for image, model in (("torch-free", "minilm"), ("torch-free", "distilbert"), ("torch", "minilm"))),
     *(Figure(f"image `{image}`", "cold_start.json", ("image_bytes", f"{image}:0.1.0"), " MB", 0, 1e-6)
       for image in ("sentiment-predictor", "sentiment-predictor-torch", "sentiment-transformer")),
+    *(Figure(f"DistilBERT, 32 clients, one SST-2 sentence per v2 request, {name}: {what}", "triton.json",
+             ("summary", {"model": "distilbert", "clients": 32, "server": server}, key), unit, digits, scale)
+      for server, name in (("triton", "NVIDIA Triton (fp32, dynamic batcher)"),
+                           ("predictor onnx", "this predictor `onnx`"), ("predictor auto", "this predictor `auto`"))
+      for what, key, unit, digits, scale in (("throughput", "requests_per_s", " req/s", 1, 1),
+                                             ("p99", "p99_ms", " ms", 0, 1),
+                                             ("padding share of its passes", "padding_share", "%", 0, 100))),
+    *(Figure(f"this predictor `{runtime}` vs Triton, DistilBERT, 32 clients: {what}", "triton.json",
+             ("goal", f"predictor {runtime}", key), "x", 2)
+      for runtime in ("onnx", "auto") for what, key in (("throughput", "throughput_vs_peer"), ("p99", "p99_vs_peer"))),
     *(_summary(f"a one-text request beside a maximum-size one, {name}: {which}", "fairness.json",
                f"{model}_{server}_short_beside_large_s", " s", 2)
       for model, name in (("minilm", "MiniLM"), ("distilbert", "DistilBERT"))
