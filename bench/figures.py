@@ -90,6 +90,8 @@ FIGURES = (
              "served_32_vs_naive_torch_32", "x", 1),
     *(Figure(f"SST-2 dev accuracy, MiniLM `{runtime}`", "accuracy.json", ("rows", {"runtime": runtime}, "accuracy"),
              "", 3) for runtime in ("onnx", "onnx-int8", "torch-int8")),
+    *(Figure(f"SST-2 dev accuracy through a served predictor, MiniLM `--runtime {runtime}`", "accuracy.json",
+             ("served", {"runtime": runtime}, "accuracy"), "", 3) for runtime in ("onnx", "auto")),
     Figure("`onnx-int8` top label as torch's, SST-2 dev", "accuracy.json",
            ("rows", {"runtime": "onnx-int8"}, "label_agreement_with_torch"), "%", 1, 100),
     *(Figure(f"`auto` gate, {where}, `onnx-int8` vs fp32: {what}", "auto_runtime.json",

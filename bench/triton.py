@@ -1,6 +1,6 @@
 """This predictor beside NVIDIA Triton: the same model files, the same k6 load, the same CPU, in one run.
 
-    python -m bench.triton --install     # once: the peer's own venv, .venv-triton (bench/triton-requirements.txt)
+    python -m bench.triton --install     # the peer's own venv, .venv-triton (the first run makes it too)
     python -m bench.triton [--seconds 20] [--rounds 3] [--models distilbert minilm] [--clients 32 1]
 
 The peer is PyPI's nvidia-pytriton, which bundles tritonserver, serving `sentiment` with ONNX Runtime fp32
@@ -272,8 +272,8 @@ def _bytes(path: Path) -> int:
 
 
 def run(models: list[str], clients: list[int], rounds: int, seconds: int) -> dict:
-    if not PEER_PYTHON.is_file():
-        raise SystemExit(f"no peer venv at {PEER_VENV}: run `python -m bench.triton --install` first")
+    if not PEER_PYTHON.is_file():  # one command: the first run makes the peer's venv
+        install()
     rows, choices, answer_diffs, raw = [], {}, {}, []
     for model in models:
         model_rows, choices[model], answer_diffs[model] = run_model(model, clients, rounds, seconds)
