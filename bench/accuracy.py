@@ -18,7 +18,7 @@ from harness.processes import PredictorProcess
 from harness.sst2 import dev_set
 from predictor.classifier import SentimentClassifier
 from predictor.cpu import read_cpu_flags
-from predictor.export import export
+from predictor.export import default_calibration, export
 from predictor.runtimes import runtimes_here
 
 
@@ -51,7 +51,8 @@ def run() -> list[dict]:
 def served_accuracy(texts: list[str], gold: np.ndarray) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        export(MINILM_DIR, Path(tmp) / "minilm")
+        # The calibration set `python -m predictor.export` ships by default: `auto` decides on it.
+        export(MINILM_DIR, Path(tmp) / "minilm", calibration=default_calibration(MINILM_DIR))
         for runtime in ("onnx", "auto"):
             with PredictorProcess(Path(tmp) / "minilm", extra=["--runtime", runtime]).start() as server:
                 url = f"{server.url}/v1/models/sentiment:predict"
