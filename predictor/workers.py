@@ -132,8 +132,9 @@ class Workers:
         while (work := self._next_work()) is not None:
             self._compute(*work)
 
-    def _next_work(self) -> tuple[list[tuple[_Job, int]], int] | None:
-        """Wait for the next pass: its (job, row) pairs and padded width; None once stopping with nothing left."""
+    def _next_work(self) -> tuple[list[tuple[_Job, int]], int, int] | None:
+        """Wait for the next pass: its (job, row) pairs, padded width and the texts' own tokens; None once
+        stopping with nothing left."""
         with self._cond:
             while True:
                 self._drop_cancelled()
@@ -175,7 +176,7 @@ class Workers:
         finally:
             self._gathering = False
 
-    def _start_pass(self) -> tuple[list[tuple[_Job, int]], int]:
+    def _start_pass(self) -> tuple[list[tuple[_Job, int]], int, int]:
         requests = [job.request for job in self._active]
         chosen = next_pass(requests, self.budget)
         rows: list[tuple[_Job, int]] = []
@@ -183,16 +184,16 @@ class Workers:
             job = self._active[i]
             rows += [(job, row) for row in job.next_rows(count)]
         take(requests, chosen)
-        self.admission.release(len(rows), sum(len(job.encoded[row].ids) for job, row in rows))
+        tokens = sum(len(job.encoded[row].ids) for job, row in rows)
+        self.admission.release(len(rows), tokens)
         self._in_flight += 1
         if any(job.request.lengths for job in self._active):
             self._cond.notify_all()  # texts left over: an idle worker can start on them
-        return rows, chosen.width
+        return rows, chosen.width, tokens
 
-    def _compute(self, rows: list[tuple[_Job, int]], width: int) -> None:
+    def _compute(self, rows: list[tuple[_Job, int]], width: int, text_tokens: int) -> None:
         metrics.BATCH_TEXTS.observe(len(rows))
         metrics.BATCH_TOKENS.observe(len(rows) * width)
-        text_tokens = sum(len(job.encoded[row].ids) for job, row in rows)
         metrics.PASS_TOKENS.labels(kind="text").inc(text_tokens)
         metrics.PASS_TOKENS.labels(kind="padding").inc(len(rows) * width - text_tokens)
         jobs = list(dict.fromkeys(job for job, _ in rows))
