@@ -9,24 +9,33 @@ fastapi-cache2 keys in db 1 of the same Redis), then:
    process stopped before the next run), then against this stack: the headline is the ratio, same run;
 2. the same mix at a fixed arrival rate (k6 constant-arrival-rate, `--rate`, default 818 req/s =
    10x the original's reported 81.8) against this stack: p99 overall, of hits, of misses, failures
-   and iterations k6 had to drop.
+   and iterations k6 had to drop; and where a miss spends its time meanwhile, from the services'
+   own histograms (the transformer -> predictor hop, the predictor's model call) and the CPU
+   seconds each process used (CPU per request holds up on a busy machine, where latencies measure
+   the neighbours too). `--profile`: py-spy flame graphs of both services over that phase.
 
 Both hit the same route, `POST /bulk-predict` (the original contract).
 
-    python -m bench.k6_mix [--duration 60s] [--vus 10] [--rate 818] [--skip_original]
+    python -m bench.k6_mix [--duration 60s] [--vus 10] [--rate 818] [--skip_original] [--profile]
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.common import MINILM_DIR, add_row, command_line, table, write_result
+import psutil
+
+from bench.common import MINILM_DIR, RESULTS, add_row, command_line, table, write_result
 from bench.driver import k6, warm
 from bench.original_app import CACHE_MODES
 from bench.stack import local_stack
+from harness.clients import metric
 from harness.processes import ServerProcess, free_port, http_ready
 from harness.sst2 import sentences
 
@@ -58,8 +67,42 @@ class OriginalApp(ServerProcess):
         return self
 
 
+HISTOGRAMS = {"hop": ("transformer", "sentiment_predictor_latency_seconds"),
+              "model_call": ("predictor", "request_predict_seconds")}
+
+
+def counters(procs: dict) -> dict[str, float]:
+    """What a miss's breakdown is the difference of: the sum and count of each histogram (every label
+    set added) and each process' CPU seconds (all its threads)."""
+    found = {}
+    for key, (where, name) in HISTOGRAMS.items():
+        found[f"{key}_s"], found[f"{key}_calls"] = (metric(procs[where], f"{name}_{part}") for part in ("sum", "count"))
+    for key, process in procs.items():
+        found[f"{key}_cpu_s"] = sum(psutil.Process(process.proc.pid).cpu_times()[:2])  # user + system
+    return found
+
+
+def breakdown(before: dict, after: dict, requests: int, seconds: float) -> dict:
+    d = {key: after[key] - before[key] for key in after}
+    calls = d["hop_calls"]
+    return {**{f"{k}_mean_ms": d[f"{k}_s"] / d[f"{k}_calls"] * 1000 if d[f"{k}_calls"] else None for k in HISTOGRAMS},
+            "predictor_calls": calls,
+            "cpu_share_of_one_core": {k: d[f"{k}_cpu_s"] / seconds for k in ("transformer", "predictor")},
+            "transformer_cpu_ms_per_request": d["transformer_cpu_s"] * 1000 / max(1, requests),
+            "predictor_cpu_ms_per_call": d["predictor_cpu_s"] * 1000 / max(1, calls)}
+
+
+def flame_graphs(procs: dict, name: str) -> dict[str, subprocess.Popen]:
+    """py-spy sampling each process until interrupted, then writing bench/results/<name>_<process>.svg."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return {k: subprocess.Popen([spy, "record", "--pid", str(p.proc.pid), "--nonblocking",
+                                 "--output", str(RESULTS / f"{name}_{k}.svg")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for k, p in procs.items()}
+
+
 def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, rate: float = 818,
-        skip_original: bool = False, transformer_extra: list[str] | None = None,
+        skip_original: bool = False, profile: bool = False, transformer_extra: list[str] | None = None,
         predictor_extra: list[str] | None = None, name: str = "k6_mixed") -> dict:
     hot, cold = sentences("dev.tsv", 200), sentences("train.tsv", 5000)
     rows: list[dict] = []
@@ -78,8 +121,15 @@ def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, rate: flo
         warm(url, hot)
         ours = add_row(rows, {"target": "this stack", **k6(url, hot, cold, duration, hit_ratio, vus)}, COLUMNS)
         time.sleep(2)  # let the last misses of the previous run drain
+        procs = {"transformer": transformer, "predictor": predictor}
+        spies = flame_graphs(procs, name) if profile else {}
+        before, started = counters(procs), time.monotonic()
         fixed = k6(url, hot, cold, duration, hit_ratio, vus, rate)
+        miss = breakdown(before, counters(procs), fixed["requests"], time.monotonic() - started)
         add_row(rows, {"target": "this stack, fixed rate", **fixed}, COLUMNS)
+        for spy in spies.values():  # py-spy writes its graph when interrupted
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         logs = {"predictor_log": str(predictor.log_path), "transformer_log": str(transformer.log_path)}
     print(table(rows, COLUMNS))
     summary = {"this_stack_requests_per_s": ours["requests_per_s"], "this_stack_p99_ms": ours["p99_ms"],
@@ -87,23 +137,27 @@ def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, rate: flo
                "fixed_rate_p99_ms": fixed["p99_ms"], "fixed_rate_hit_p99_ms": fixed["hit_p99_ms"],
                "fixed_rate_miss_p50_ms": fixed["miss_p50_ms"], "fixed_rate_miss_p99_ms": fixed["miss_p99_ms"],
                "fixed_rate_failed_requests": fixed["failed_requests"],
-               "fixed_rate_dropped_iterations": fixed["dropped_iterations"]}
+               "fixed_rate_dropped_iterations": fixed["dropped_iterations"],
+               "fixed_rate_predictor_cpu_ms_per_call": miss["predictor_cpu_ms_per_call"],
+               "fixed_rate_transformer_cpu_ms_per_request": miss["transformer_cpu_ms_per_request"]}
     for mode, base in originals.items():
         summary.update({f"original_app_{mode}_requests_per_s": base["requests_per_s"],
                         f"x_original_app_{mode}_requests_per_s": ours["requests_per_s"] / base["requests_per_s"],
                         f"original_app_{mode}_p99_ms": base["p99_ms"]})
-    print(json.dumps(summary, indent=2))
+    print(json.dumps({**summary, "fixed_rate_miss": miss}, indent=2))
     write_result(name, {
         "description": "k6 bench/k6/mixed.js on POST /bulk-predict: the original load test against the original "
                        "app (bench/original_app.py) and this stack in one run, then a fixed arrival rate against "
                        "this stack; shared MiniLM model, one redis-server, everything on this machine's cores",
-        "summary": summary, "goals": GOALS, "series": rows, "original_reported": ORIGINAL,
+        "summary": summary, "goals": GOALS, "series": rows, "original_reported": ORIGINAL, "fixed_rate_miss": miss,
+        "flame_graphs": [f"{name}_{k}.svg" for k in spies],
         "transformer_extra": transformer_extra or [], "predictor_extra": predictor_extra or [], **logs})
     return summary
 
 
 if __name__ == "__main__":
     command_line(run, __doc__, skip_original="only this stack (quicker, for tuning)",
+                 profile="py-spy flame graphs of the fixed-rate phase",
                  transformer_extra="extra transformer flags, space separated",
                  predictor_extra="extra predictor flags, space separated",
                  name="result file name under bench/results/")

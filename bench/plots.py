@@ -63,8 +63,7 @@ def k6_series(data: dict) -> dict[str, dict]:
     return series
 
 
-def grouped_bars(ax: plt.Axes, runs: dict[str, dict], keys: tuple[str, ...],
-                 label: Callable[[float], str] = lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.1f}") -> None:
+def grouped_bars(ax: plt.Axes, runs: dict[str, dict], keys: tuple[str, ...]) -> None:
     """A group of bars per run, a bar per key (named without `_ms`), each with its value written on it;
     a value a run did not report draws no bar."""
     width = 0.8 / len(keys)
@@ -72,7 +71,7 @@ def grouped_bars(ax: plt.Axes, runs: dict[str, dict], keys: tuple[str, ...],
         values = [run.get(key) for run in runs.values()]
         bars = ax.bar([j + i * width for j in range(len(runs))], [v or 0 for v in values], width,
                       color=f"C{i}", label=key.removesuffix("_ms").replace("_", " "))
-        ax.bar_label(bars, labels=[label(v) if v else "" for v in values], fontsize=7)
+        ax.bar_label(bars, labels=[(f"{v:,.0f}" if v >= 10 else f"{v:.1f}") if v else "" for v in values], fontsize=7)
     ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(runs))],
                   [textwrap.fill(name, 14) for name in runs])
     ax.grid(axis="y", alpha=0.3)
@@ -114,23 +113,12 @@ def hit_vs_miss(data: dict, title: str) -> plt.Figure:
     return fig
 
 
-def accuracy(data: dict, title: str) -> plt.Figure:
-    """SST-2 dev accuracy and label agreement with fp32 torch, per runtime."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    grouped_bars(ax, {r["runtime"]: r for r in data["rows"]}, ("accuracy", "label_agreement_with_torch"),
-                 label="{:.3f}".format)
-    ax.set(title=title, ylim=(0.8, 1.02))
-    ax.legend(loc="lower right")
-    return fig
-
-
 # result file pattern -> (what, [(png suffix, plot function)])
 PLOTS: dict[str, tuple[str, list[tuple[str, Callable[[dict, str], plt.Figure]]]]] = {
     "served_*.json": ("Served predictor: throughput and p50/p99 vs concurrency", [("", served)]),
     "k6_mixed*.json": ("k6, the original test's shape: this stack and the original app",
                       [("", k6_runs), ("_hit_vs_miss", hit_vs_miss)]),
     "cache_hit.json": ("Cache-hit path through the transformer, per route", [("", k6_runs)]),
-    "accuracy.json": ("SST-2 dev accuracy per runtime", [("", accuracy)]),
 }
 
 

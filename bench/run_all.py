@@ -11,7 +11,6 @@ from bench import (
     cold_start,
     fairness,
     k6_mix,
-    miss_profile,
     plots,
     raw_model,
     served,
@@ -30,7 +29,6 @@ def main() -> None:
     k6_mix.run()  # the original app and this stack side by side, then the fixed arrival rate
     # The same fixed arrival rate on onnx-int8; the original app does not depend on the predictor's runtime.
     k6_mix.run(skip_original=True, predictor_extra=["--runtime", "onnx-int8"], name="k6_mixed_onnx_int8")
-    miss_profile.run()
     cold_start.run()
     soak.run()
     fairness.run(fairness.TOKEN_BUDGET_BASELINE)

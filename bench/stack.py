@@ -12,8 +12,8 @@ CO_LOCATED_PREDICTOR = ["--threads", "1"]
 """Flags of a predictor sharing its cores with the transformer, Redis and the load generator (as
 `make serve` runs it): one forward-pass thread. With two ONNX Runtime threads on 2 shared cores,
 each parallel section waits for a thread the scheduler has not run yet: at 818 req/s (5% misses)
-a call cost 19 ms of CPU instead of 11 and misses queued for seconds (bench.miss_profile,
-p818_default vs p818_threads1). Later flags in `predictor_extra` override it."""
+a call cost 19 ms of CPU instead of 11 and misses queued for seconds
+(docs/decisions/performance-knobs.md). Later flags in `predictor_extra` override it."""
 
 
 @contextmanager

@@ -23,8 +23,6 @@ K6 = {"when": "2026-11-25T10:05:00", "cpus": 2, "machine": "x86_64", "series": [
 CACHE_HIT = {"rows": [{"route": "/v1/models/sentiment:predict", "requests_per_s": 3000.0, "p50_ms": 9.0,
                        "p95_ms": 13.0, "p99_ms": 17.0},
                       {"route": "/bulk-predict", "requests_per_s": 2800.0, "p50_ms": 10.0, "p99_ms": 20.0}]}
-ACCURACY = {"rows": [{"runtime": "onnx", "accuracy": 0.897, "label_agreement_with_torch": 1.0},
-                     {"runtime": "onnx-int8", "accuracy": 0.89, "label_agreement_with_torch": 0.989}]}
 
 
 def write(directory, name, data):
@@ -37,11 +35,9 @@ def test_every_result_file_becomes_a_png_linked_from_the_report(tmp_path):
     write(results, "served_distilbert_onnx.json", SERVED)
     write(results, "k6_mixed.json", K6)
     write(results, "cache_hit.json", CACHE_HIT)
-    write(results, "accuracy.json", ACCURACY)
     written = plots.render(results, out)
     names = {p.name for p in written}
-    assert names == {"served_distilbert_onnx.png", "k6_mixed.png", "k6_mixed_hit_vs_miss.png", "cache_hit.png",
-                     "accuracy.png"}
+    assert names == {"served_distilbert_onnx.png", "k6_mixed.png", "k6_mixed_hit_vs_miss.png", "cache_hit.png"}
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     report = (out / "REPORT.md").read_text()
@@ -109,17 +105,18 @@ def test_plots_publish_the_results_files_and_rewrite_the_readme_block(tmp_path):
     results, out = tmp_path / "results", tmp_path / "docs"
     results.mkdir()
     write(results, "cache_hit.json", {**MEASURED, **CACHE_HIT})
-    write(results, "miss_profile.json", {**MEASURED, "breakdown": {"predictor_cpu_ms_per_call": 14.64,
-                                                                   "transformer_cpu_ms_per_request": 0.52}})
+    write(results, "raw_model_distilbert.json", {**MEASURED, "rows": [
+        {"runtime": runtime, "tokens": 16, "batch": batch, "seq_per_s": 14.64}
+        for runtime in ("torch", "onnx", "onnx-int8") for batch in (1, 32)]})
     write(results, "unrelated.json", MEASURED)
     plots.render(results, out)
-    assert {p.name for p in out.glob("*.json")} == {"cache_hit.json", "miss_profile.json"}
+    assert {p.name for p in out.glob("*.json")} == {"cache_hit.json", "raw_model_distilbert.json"}
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n## Performance\n\nBefore.\n\n{figures.BEGIN}\nold\n{figures.END}\n\nAfter.\n")
     figures.write_readme(readme, out)
     text = readme.read_text()
     assert figures.block(text) == figures.render(out)
-    assert "| 14.6 ms |" in text and text.startswith("# x\n") and text.endswith("\n\nAfter.\n")
+    assert "| 15 seq/s |" in text and text.startswith("# x\n") and text.endswith("\n\nAfter.\n")
     assert figures.quoted_again(text, out) == []
     readme.write_text(text.replace("After.", "Cache hits: 3,000 req/s."))
     assert figures.quoted_again(readme.read_text(), out) == ["3,000 req/s"]
