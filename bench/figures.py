@@ -77,10 +77,9 @@ FIGURES = (
            " ms", 1),
     Figure("transformer CPU per request at 818 req/s", "miss_profile.json",
            ("breakdown", "transformer_cpu_ms_per_request"), " ms", 1),
-    Figure("cache hits, `/v1/models/sentiment:predict`", "cache_hit.json",
-           ("rows", {"route": "/v1/models/sentiment:predict"}, "requests_per_s"), " req/s"),
-    Figure("cache hits, `/bulk-predict`", "cache_hit.json", ("rows", {"route": "/bulk-predict"}, "requests_per_s"),
-           " req/s"),
+    *(Figure(f"cache hits, `{route}`", "cache_hit.json", ("rows", {"cache": "near cache", "route": route},
+                                                            "requests_per_s"), " req/s")
+      for route in ("/v1/models/sentiment:predict", "/bulk-predict")),
     Figure("served DistilBERT `onnx`, batching, 32 clients", SERVED,
            ("rows", {"server": "batching", "concurrency": 32}, "requests_per_s"), " req/s"),
     _summary("batching vs raw offline batch 32 (`onnx`, 32 clients)", SERVED, "served_32_vs_raw_batch32", "x", 2),
@@ -127,10 +126,10 @@ FIGURES = (
     *(_summary(f"short requests' p99 beside 10% long ones over their p99 alone, MiniLM{which}", "fairness.json",
                f"minilm_{server}_mixed_short_p99_ratio", "x", 2)
       for server, which in (("after", ""), ("before", ", without token budgets"))),
-    *(_summary(f"cache hits through {where}", "cluster_cache.json", f"{key}_hits_per_s", " req/s")
-      for where, key in (("a 3-master Redis Cluster", "cluster"), ("one Redis node", "one_node"))),
-    *(_summary(f"cache hits through {where}: p99", "cluster_cache.json", f"{key}_p99_ms", " ms", 1)
-      for where, key in (("a 3-master Redis Cluster", "cluster"), ("one Redis node", "one_node"))),
+    *(Figure(f"cache hits through {where}{what}", "cache_hit.json", ("rows", {"cache": cache}, key), unit, digits)
+      for what, key, unit, digits in (("", "requests_per_s", " req/s", 0), (": p99", "p99_ms", " ms", 1))
+      for where, cache in (("a 3-master Redis Cluster", "3-master Redis Cluster"),
+                           ("one Redis node", "one Redis node"))),
     Figure("soak under faults: requests", "soak.json", ("requests",)),
     Figure("soak under faults: 5xx answers", "soak.json", ("5xx",)),
     Figure("soak under faults: wrong answers", "soak.json", ("wrong_answers",)),
