@@ -94,8 +94,8 @@ FIGURES = (
              ("served", {"runtime": runtime}, "accuracy"), "", 3) for runtime in ("onnx", "auto")),
     Figure("`onnx-int8` top label as torch's, SST-2 dev", "accuracy.json",
            ("rows", {"runtime": "onnx-int8"}, "label_agreement_with_torch"), "%", 1, 100),
-    *(Figure(f"`auto` gate, {where}, `onnx-int8` vs fp32: {what}", "auto_runtime.json",
-             ("rows", {"set": rows, "runtime": "onnx-int8"}, key), unit, digits, scale)
+    *(Figure(f"`auto` gate, {where}, `onnx-int8` vs fp32: {what}", "accuracy.json",
+             ("gate", {"set": rows, "runtime": "onnx-int8"}, key), unit, digits, scale)
       for where, rows in (("calibration set", "calibration (1,000 SST-2 train)"), ("SST-2 dev", "SST-2 dev (872)"))
       for what, key, unit, digits, scale in (("top-label agreement", "agreement", "%", 1, 100),
                                              ("mean abs probability difference", "mean_abs_diff", "", 3, 1))),

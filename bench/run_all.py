@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from bench import (
     accuracy,
-    auto_runtime,
     cache_hit,
     cold_start,
     fairness,
@@ -20,8 +19,7 @@ from bench import (
 
 def main() -> None:
     raw_model.run("distilbert")
-    accuracy.run()
-    auto_runtime.run()  # what --runtime auto decides on this CPU, and its int8 candidate on SST-2 dev
+    accuracy.run()  # per runtime, what --runtime auto's gate sees on this CPU, and served
     for runtime in ("onnx", "onnx-int8"):
         served.run("distilbert", runtime)
     cache_hit.run()  # the near cache as shipped, then Redis alone: one node, a 3-master cluster
