@@ -1,8 +1,18 @@
-"""SST-2 dev accuracy of each runtime with the real shared model, and agreement with fp32 torch; then
-through the served stack: a predictor process on an export of the model (`--runtime onnx`, and
-`--runtime auto` with the decision the export recorded for this CPU), every sentence over v1.
+"""SST-2 dev accuracy of each runtime with the shared MiniLM, what `--runtime auto`'s gate sees, and the
+accuracy served.
 
-    python -m bench.accuracy
+- `rows`: every runtime this CPU runs on the dev sentences: accuracy, and agreement with fp32 torch.
+- `gate`: the export `python -m predictor.export --out` makes (the default calibration set: 1,000 SST-2
+  train sentences), the decision it recorded for this CPU class (`decision`) with its candidates'
+  figures on the calibration set, and the same measurement (`predictor.calibration.measure`, same
+  passes and threads) on the dev sentences, which the calibration set never holds.
+- `served`: a predictor process on that export, `--runtime onnx` and `--runtime auto`, every dev
+  sentence over v1.
+
+What a start-up measurement costs and the in-place bf16 comparison were measured once:
+docs/decisions/auto-runtime.md.
+
+    python -m bench.accuracy [--sentences 872]
 """
 
 from __future__ import annotations
@@ -16,53 +26,59 @@ import numpy as np
 from bench.common import MINILM_DIR, command_line, table, write_result
 from harness.processes import PredictorProcess
 from harness.sst2 import dev_set
+from predictor.calibration import load_candidates, measure, read_decisions
 from predictor.classifier import SentimentClassifier
 from predictor.cpu import read_cpu_flags
 from predictor.export import default_calibration, export
+from predictor.gate import cpu_class
 from predictor.runtimes import runtimes_here
 
 
-def probabilities(runtime: str, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-    classifier = SentimentClassifier(MINILM_DIR, runtime=runtime)
-    probs = np.concatenate([classifier.predict(texts[i:i + 32]) for i in range(0, len(texts), 32)])
-    return probs, classifier.labels
+def probabilities(classifier: SentimentClassifier, texts: list[str]) -> np.ndarray:
+    return np.concatenate([classifier.predict(texts[i:i + 32]) for i in range(0, len(texts), 32)])
 
 
-def run() -> list[dict]:
+def run(sentences: int = 872) -> dict:
     texts, gold = dev_set()
-    reference, labels = probabilities("torch", texts)
-    positive = labels.index("POSITIVE")
+    texts, gold = texts[:sentences], gold[:sentences]  # fewer for a smoke run
+    torch = SentimentClassifier(MINILM_DIR, runtime="torch")
+    reference, positive = probabilities(torch, texts), torch.labels.index("POSITIVE")
     rows = []
     for runtime in runtimes_here(read_cpu_flags()):
-        probs = reference if runtime == "torch" else probabilities(runtime, texts)[0]
-        predicted = probs.argmax(axis=1)
-        rows.append({"runtime": runtime, "accuracy": float(((predicted == positive) == (gold == 1)).mean()),
-                     "label_agreement_with_torch": float((predicted == reference.argmax(axis=1)).mean()),
+        probs = reference if runtime == "torch" else probabilities(SentimentClassifier(MINILM_DIR, runtime), texts)
+        rows.append({"runtime": runtime, "accuracy": float(((probs.argmax(axis=1) == positive) == (gold == 1)).mean()),
+                     "label_agreement_with_torch": float((probs.argmax(axis=1) == reference.argmax(axis=1)).mean()),
                      "max_abs_prob_diff": float(np.abs(probs - reference).max()),
                      "mean_abs_prob_diff": float(np.abs(probs - reference).mean())})
     print(table(rows, list(rows[0])))
-    served = served_accuracy(texts, gold)
-    print(table(served, list(served[0])))
-    write_result("accuracy", {"model": "sentiment-minilm-sst2", "sentences": len(texts), "rows": rows,
-                              "served": served})
-    return rows
-
-
-def served_accuracy(texts: list[str], gold: np.ndarray) -> list[dict]:
-    rows = []
+    cpu_key = cpu_class(read_cpu_flags())
     with tempfile.TemporaryDirectory() as tmp:
-        # The calibration set `python -m predictor.export` ships by default: `auto` decides on it.
-        export(MINILM_DIR, Path(tmp) / "minilm", calibration=default_calibration(MINILM_DIR))
-        for runtime in ("onnx", "auto"):
-            with PredictorProcess(Path(tmp) / "minilm", extra=["--runtime", runtime]).start() as server:
-                url = f"{server.url}/v1/models/sentiment:predict"
-                answers = [httpx.post(url, json={"instances": texts[i:i + 32]}, timeout=60).json()
-                           for i in range(0, len(texts), 32)]
-            positive = [max(row, key=lambda r: r["score"])["label"] == "POSITIVE"
-                        for answer in answers for row in answer["predictions"]]
-            rows.append({"runtime": runtime, "model_version": answers[0]["model_version"],
-                         "accuracy": float((np.array(positive) == (gold == 1)).mean())})
-    return rows
+        minilm = Path(tmp) / "minilm"
+        export(MINILM_DIR, minilm, calibration=default_calibration(MINILM_DIR))  # as the modelcar's export
+        decision = read_decisions(minilm)["decisions"][cpu_key]
+        gate = [{"set": f"calibration ({decision['texts']:,} SST-2 train)", **c} for c in decision["candidates"]]
+        on_dev = measure(load_candidates(minilm, None, None, Path(tmp) / "cache"), texts)
+        gate += [{"set": f"SST-2 dev ({len(texts)})", **c.__dict__} for c in on_dev]
+        print(f"CPU class {cpu_key}: --runtime auto chose {decision['runtime']} ({decision['reason']}: "
+              f"{decision['detail']})")
+        print(table(gate, ["set", "runtime", "agreement", "mean_abs_diff", "texts_per_s"]))
+        served = [served_accuracy(minilm, runtime, texts, gold) for runtime in ("onnx", "auto")]
+    print(table(served, list(served[0])))
+    result = {"model": "sentiment-minilm-sst2", "sentences": len(texts), "rows": rows, "cpu_class": cpu_key,
+              "decision": decision, "gate": gate, "served": served}
+    write_result("accuracy", result)
+    return result
+
+
+def served_accuracy(model_dir: Path, runtime: str, texts: list[str], gold: np.ndarray) -> dict:
+    with PredictorProcess(model_dir, extra=["--runtime", runtime]).start() as server:
+        url = f"{server.url}/v1/models/sentiment:predict"
+        answers = [httpx.post(url, json={"instances": texts[i:i + 32]}, timeout=60).json()
+                   for i in range(0, len(texts), 32)]
+    positive = [max(row, key=lambda r: r["score"])["label"] == "POSITIVE"
+                for answer in answers for row in answer["predictions"]]
+    return {"runtime": runtime, "model_version": answers[0]["model_version"],
+            "accuracy": float((np.array(positive) == (gold == 1)).mean())}
 
 
 if __name__ == "__main__":

@@ -76,10 +76,9 @@ FIGURES = (
     _summary("fixed 818 req/s (`onnx`): predictor CPU per miss", K6, "fixed_rate_predictor_cpu_ms_per_call", " ms", 1),
     _summary("fixed 818 req/s (`onnx`): transformer CPU per request", K6, "fixed_rate_transformer_cpu_ms_per_request",
              " ms", 1),
-    Figure("cache hits, `/v1/models/sentiment:predict`", "cache_hit.json",
-           ("rows", {"route": "/v1/models/sentiment:predict"}, "requests_per_s"), " req/s"),
-    Figure("cache hits, `/bulk-predict`", "cache_hit.json", ("rows", {"route": "/bulk-predict"}, "requests_per_s"),
-           " req/s"),
+    *(Figure(f"cache hits, `{route}`", "cache_hit.json", ("rows", {"cache": "near cache", "route": route},
+                                                            "requests_per_s"), " req/s")
+      for route in ("/v1/models/sentiment:predict", "/bulk-predict")),
     Figure("served DistilBERT `onnx`, batching, 32 clients", SERVED,
            ("rows", {"server": "batching", "concurrency": 32}, "requests_per_s"), " req/s"),
     _summary("batching vs raw offline batch 32 (`onnx`, 32 clients)", SERVED, "served_32_vs_raw_batch32", "x", 2),
@@ -94,8 +93,8 @@ FIGURES = (
              ("served", {"runtime": runtime}, "accuracy"), "", 3) for runtime in ("onnx", "auto")),
     Figure("`onnx-int8` top label as torch's, SST-2 dev", "accuracy.json",
            ("rows", {"runtime": "onnx-int8"}, "label_agreement_with_torch"), "%", 1, 100),
-    *(Figure(f"`auto` gate, {where}, `onnx-int8` vs fp32: {what}", "auto_runtime.json",
-             ("rows", {"set": rows, "runtime": "onnx-int8"}, key), unit, digits, scale)
+    *(Figure(f"`auto` gate, {where}, `onnx-int8` vs fp32: {what}", "accuracy.json",
+             ("gate", {"set": rows, "runtime": "onnx-int8"}, key), unit, digits, scale)
       for where, rows in (("calibration set", "calibration (1,000 SST-2 train)"), ("SST-2 dev", "SST-2 dev (872)"))
       for what, key, unit, digits, scale in (("top-label agreement", "agreement", "%", 1, 100),
                                              ("mean abs probability difference", "mean_abs_diff", "", 3, 1))),
@@ -126,10 +125,10 @@ FIGURES = (
     *(_summary(f"short requests' p99 beside 10% long ones over their p99 alone, MiniLM{which}", "fairness.json",
                f"minilm_{server}_mixed_short_p99_ratio", "x", 2)
       for server, which in (("after", ""), ("before", ", without token budgets"))),
-    *(_summary(f"cache hits through {where}", "cluster_cache.json", f"{key}_hits_per_s", " req/s")
-      for where, key in (("a 3-master Redis Cluster", "cluster"), ("one Redis node", "one_node"))),
-    *(_summary(f"cache hits through {where}: p99", "cluster_cache.json", f"{key}_p99_ms", " ms", 1)
-      for where, key in (("a 3-master Redis Cluster", "cluster"), ("one Redis node", "one_node"))),
+    *(Figure(f"cache hits through {where}{what}", "cache_hit.json", ("rows", {"cache": cache}, key), unit, digits)
+      for what, key, unit, digits in (("", "requests_per_s", " req/s", 0), (": p99", "p99_ms", " ms", 1))
+      for where, cache in (("a 3-master Redis Cluster", "3-master Redis Cluster"),
+                           ("one Redis node", "one Redis node"))),
     Figure("soak under faults: requests", "soak.json", ("requests",)),
     Figure("soak under faults: 5xx answers", "soak.json", ("5xx",)),
     Figure("soak under faults: wrong answers", "soak.json", ("wrong_answers",)),

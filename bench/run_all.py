@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from bench import (
     accuracy,
-    auto_runtime,
     cache_hit,
-    cluster_cache,
     cold_start,
     fairness,
     k6_mix,
@@ -20,12 +18,10 @@ from bench import (
 
 def main() -> None:
     raw_model.run("distilbert")
-    accuracy.run()
-    auto_runtime.run()  # what --runtime auto decides on this CPU, and its int8 candidate on SST-2 dev
+    accuracy.run()  # per runtime, what --runtime auto's gate sees on this CPU, and served
     for runtime in ("onnx", "onnx-int8"):
         served.run("distilbert", runtime)
-    cache_hit.run()
-    cluster_cache.run()  # cache hits through a 3-master Redis Cluster and through one node
+    cache_hit.run()  # the near cache as shipped, then Redis alone: one node, a 3-master cluster
     k6_mix.run()  # the original app and this stack side by side, then the fixed arrival rate
     # The same fixed arrival rate on onnx-int8; the original app does not depend on the predictor's runtime.
     k6_mix.run(skip_original=True, predictor_extra=["--runtime", "onnx-int8"], name="k6_mixed_onnx_int8")

@@ -49,7 +49,7 @@ SST2_SAMPLE_TEXTS = 1000
 SST2_SAMPLE_SEED = 22
 STARTUP_TEXTS = 128
 """Texts measured at start-up when the pod's CPU class has no recorded decision, the candidates' models
-loaded included (bench/auto_runtime.py: README, Performance). On 128 texts the gate's 99.5% allows no
+loaded included (docs/decisions/auto-runtime.md). On 128 texts the gate's 99.5% allows no
 disagreement at all: a start-up measurement errs towards fp32."""
 PASS_TEXTS, PASS_TOKENS = 32, 512
 """Passes as the batcher fills them under load (--max_batch_size, --max_batch_tokens defaults)."""

@@ -20,9 +20,14 @@ RUN = {"requests_per_s": 1000.0, "p50_ms": 5.6, "p95_ms": 25.0, "p99_ms": 111.0,
 # The shape bench.k6_mix writes: a row per run, by target, and the original team's reported figures.
 K6 = {"when": "2026-11-25T10:05:00", "cpus": 2, "machine": "x86_64", "series": [{"target": "this stack", **RUN}],
       "original_reported": {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0}}
-CACHE_HIT = {"rows": [{"route": "/v1/models/sentiment:predict", "requests_per_s": 3000.0, "p50_ms": 9.0,
-                       "p95_ms": 13.0, "p99_ms": 17.0},
-                      {"route": "/bulk-predict", "requests_per_s": 2800.0, "p50_ms": 10.0, "p99_ms": 20.0}]}
+# The shape bench.cache_hit writes: a row per side (`cache`) and route, named by both (`target`).
+CACHE_HIT = {"rows": [{"target": f"{cache}, {route}", "cache": cache, "route": route, "requests_per_s": rps,
+                       "p50_ms": 9.0, "p95_ms": 13.0, "p99_ms": p99}
+                      for cache, route, rps, p99 in (("near cache", "/v1/models/sentiment:predict", 3000.0, 17.0),
+                                                     ("near cache", "/bulk-predict", 2800.0, 20.0),
+                                                     ("one Redis node", "/v1/models/sentiment:predict", 2200.0, 8.7),
+                                                     ("3-master Redis Cluster", "/v1/models/sentiment:predict", 2100.0,
+                                                      9.7))]}
 
 
 def write(directory, name, data):
@@ -58,7 +63,9 @@ def test_k6_plots_every_series_the_result_holds(tmp_path):
     assert list(plots.k6_series(K6)) == ["this stack", "original reported"]
     assert list(plots.k6_series(K6_SERIES)) == ["original app", "this stack", "this stack, fixed rate",
                                                 "original reported"]
-    assert list(plots.k6_series(CACHE_HIT)) == ["/v1/models/sentiment:predict", "/bulk-predict"]
+    assert list(plots.k6_series(CACHE_HIT)) == ["near cache, /v1/models/sentiment:predict", "near cache, /bulk-predict",
+                                                "one Redis node, /v1/models/sentiment:predict",
+                                                "3-master Redis Cluster, /v1/models/sentiment:predict"]
     write(tmp_path, "k6_mixed_run1.json", K6_SERIES)
     assert [p.name for p in plots.render(tmp_path)] == ["k6_mixed_run1.png", "k6_mixed_run1_hit_vs_miss.png"]
 
@@ -85,10 +92,11 @@ def test_each_figure_is_read_from_its_results_file_and_says_how_it_was_measured(
                                                              "x_original_app_as_written_requests_per_s": 39.83}})
     block = figures.render(tmp_path)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in block.splitlines() if line.startswith("| ")}
-    # the row picked by its route, not the first one
+    # the row picked by its side and route, not the first one
     assert rows["cache hits, `/v1/models/sentiment:predict`"] == \
         "| cache hits, `/v1/models/sentiment:predict` | 3,000 req/s | `cache_hit.json` |"
     assert "| 2,800 req/s |" in rows["cache hits, `/bulk-predict`"]
+    assert "| 8.7 ms |" in rows["cache hits through one Redis node: p99"]
     assert ("- `cache_hit.json`: 2026-12-01T14:00:00, `012345678`, 2 CPUs AMD EPYC (AVX2), load 1.5: "
             "`python -m bench.cache_hit --duration 15s`") in block.splitlines()
     assert "| 1,151 req/s |" in rows["k6, 10 VUs, 95% hits: this stack"]

@@ -253,7 +253,7 @@ def exported_in_place(tiny, tmp_path_factory):
 
 
 def test_a_torch_free_pod_serves_the_fastest_recorded_candidate_it_can_run(exported_in_place, torch_free):
-    # As the torch image on a bf16 CPU records it; figures of the shape measured (bench/auto_runtime.py).
+    # As the torch image on a bf16 CPU records it; figures of the shape measured (docs/decisions/auto-runtime.md).
     figures = [Candidate("onnx", 1.0, 0.0, 100.0), Candidate("onnx-int8", 1.0, 0.004, 180.0),
                Candidate("torch-bf16", 1.0, 0.002, 260.0)]
     path = exported_in_place / DECISIONS_FILE
