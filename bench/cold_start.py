@@ -1,15 +1,10 @@
-"""Cold start as a user meets it: exec -> first correct answer, for each image's root filesystem under
-bubblewrap (uid 1000, read-only root, /tmp and the model the only mounts), all in one run, alternating.
-
-- predictor images (`sentiment-predictor`, torch-free; `sentiment-predictor-torch`) on MiniLM (the shared
-  model) and DistilBERT (its config and tokenizer, random weights: the production model's cost), each as
-  the modelcar ships it (`python -m predictor.export --out`): the first v1 answer must match the
-  probabilities computed here in-process from the same export;
-- the transformer image, started against a Redis that holds the sentence and a predictor address where
-  nothing listens (scaled to zero): its first /bulk-predict answer comes from the cache.
-
-Each predictor run also records where its start went, from its own log (Python imports, the model load
-and warm-up, the server start) and, once per image and model, what PYTHONPROFILEIMPORTTIME says the big
+"""Cold start as a user meets it: exec -> first correct answer, each image's root filesystem under
+bubblewrap (uid 1000, read-only root, /tmp and the model the only mounts), in one run, alternating:
+the predictor images (torch-free and torch) on MiniLM and DistilBERT (random weights: the production
+model's cost), each export as the modelcar ships it, the first v1 answer checked against the same
+export in-process; and the transformer image, whose first /bulk-predict answer comes from Redis with
+nothing listening at its predictor address (scaled to zero). Each predictor start also records its
+phases from its own log, and once per image and model what PYTHONPROFILEIMPORTTIME says the big
 imports cost.
 
     python -m bench.cold_start [--repeats 3]      # after `make images`
@@ -48,12 +43,6 @@ def exported(name: str, source: Path) -> Path:
     if not (out / "sentiment-export.json").is_file():
         export(source, out)
     return out
-
-
-def expected_probs(model_dir: Path) -> np.ndarray:
-    from predictor.classifier import SentimentClassifier
-
-    return SentimentClassifier(model_dir, runtime="onnx", onnx_cache_dir=CACHE / "unused").predict([SENTENCE])[0]
 
 
 def first_answer(ref: str, args: list[str], mounts: dict[str, tuple[Path, bool]], route: str, body: dict,
@@ -145,7 +134,10 @@ def medians(runs: list[dict]) -> dict:
 
 def run(repeats: int = 3) -> list[dict]:
     models = {"minilm": exported("minilm", MINILM_DIR), "distilbert": exported("distilbert", distilbert_dir())}
-    expected = {name: expected_probs(path) for name, path in models.items()}
+    from predictor.classifier import SentimentClassifier
+
+    expected = {name: SentimentClassifier(path, runtime="onnx", onnx_cache_dir=CACHE / "unused").predict([SENTENCE])[0]
+                for name, path in models.items()}
     samples: dict[tuple[str, str], list[dict]] = {}
     profiles: dict[tuple[str, str], dict] = {}
     for model, path in models.items():  # one profiled start each, not counted
@@ -166,12 +158,9 @@ def run(repeats: int = 3) -> list[dict]:
     first = {(r["image"], r["model"]): r["first_answer_s"] for r in rows}
     ratios = {model: first[("torch", model)] / first[("torch-free", model)] for model in models}
     sizes = {ref: images.size_bytes(ref) for ref in [*PREDICTOR_IMAGES.values(), TRANSFORMER_IMAGE]}
-    print(table(rows, ["image", "model", "first_answer_s", "first_answer_s_max", "model_loaded_s", "serving_s"]))
-    for model, ratio in ratios.items():
-        print(f"{model}: the torch image takes {ratio:.2f}x as long as the torch-free one to its first answer")
-    for (image, model), costs in profiles.items():
-        print(f"imports ({image}, {model}): " + ", ".join(f"{k} {v:.2f}s" for k, v in costs.items()))
-    print("image sizes: " + ", ".join(f"{ref} {size / 1e6:.0f} MB" for ref, size in sizes.items()))
+    print(table(rows, ["image", "model", "first_answer_s", "first_answer_s_max", "model_loaded_s", "serving_s",
+                       "imports_s"]))
+    print(f"torch image over torch-free, to the first answer: {ratios}; image sizes: {sizes}")
     write_result("cold_start", {"rows": rows, "torch_over_torch_free": ratios, "image_bytes": sizes})
     return rows
 
