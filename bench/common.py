@@ -55,6 +55,21 @@ def model_dir(model: str) -> Path:
     raise ValueError(f"the model is minilm or distilbert, not {model!r}")
 
 
+def exported(model: str) -> Path:
+    """`python -m predictor.export` of `model_dir(model)` (the calibration set and this CPU's `--runtime auto`
+    decision included: what the modelcar holds), redone when the source's fingerprint changes."""
+    from predictor.model_dir import DECISIONS_FILE, EXPORT_MANIFEST, fingerprint
+
+    source, out = model_dir(model), CACHE / "exports" / model
+    manifest = out / EXPORT_MANIFEST  # written last: an interrupted export has none
+    done = manifest.is_file() and (out / DECISIONS_FILE).is_file()  # an in-process export() may lack decisions
+    if not done or json.loads(manifest.read_text())["fingerprint"] != fingerprint(source):
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"exporting {model} ({source}) to {out}", flush=True)
+        subprocess.run([sys.executable, "-m", "predictor.export", str(source), "--out", str(out)], cwd=REPO, check=True)
+    return out
+
+
 def sentence_of_tokens(tokens: int) -> str:
     """A sentence of about `tokens` word-piece tokens (specials included)."""
     words = (SENTENCE + " ") * (tokens // 14 + 1)
@@ -99,7 +114,7 @@ def cpu_info() -> dict:
     flags = set(first.get("flags", "").split())
     return {"model_name": first.get("model name") or platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
-            "avx512_vnni": "avx512_vnni" in flags}
+            "avx512_vnni": "avx512_vnni" in flags, "amx_int8": "amx_int8" in flags}
 
 
 def load_average() -> list[float]:

@@ -109,7 +109,7 @@ FIGURES = (
     *(Figure(f"image `{image}`", "cold_start.json", ("image_bytes", f"{image}:0.1.0"), " MB", 0, 1e-6)
       for image in ("sentiment-predictor", "sentiment-predictor-torch", "sentiment-transformer")),
     *(Figure(f"DistilBERT, 32 clients, one SST-2 sentence per v2 request, {name}: {what}", "triton.json",
-             ("summary", {"model": "distilbert", "clients": 32, "server": server}, key), unit, digits, scale)
+             ("summary", {"model": "distilbert", "concurrency": 32, "server": server}, key), unit, digits, scale)
       for server, name in (("triton", "NVIDIA Triton (fp32, dynamic batcher)"),
                            ("predictor onnx", "this predictor `onnx`"), ("predictor auto", "this predictor `auto`"))
       for what, key, unit, digits, scale in (("throughput", "requests_per_s", " req/s", 1, 1),

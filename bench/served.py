@@ -1,9 +1,9 @@
-"""Served predictor throughput vs concurrency, side by side with raw offline throughput and two
-servers without batching (same stack, one forward pass per request: --max_batch_size 1): one with
-the same runtime, and the typical naive server, torch eager fp32. Load: bench/k6/mixed.js, one sentence
-per request on v1 predict, `concurrency` virtual users. With `--baseline REVISION`, the batching
-server of that git revision too (same flags; its predictor/ and serving/ exported), so a
-before/after comes from one run; without it, no revision is compared.
+"""Servers side by side under one k6 load (`side_by_side`, bench.triton's too), and the served predictor.
+
+`python -m bench.served`: the batching predictor beside the raw offline throughput of its runtime and two
+servers without batching (`--max_batch_size 1`): the same runtime, and the naive server, torch eager fp32.
+One sentence per v1 request. `--baseline REV`: that git revision's batching server too (its predictor/ and
+serving/ exported), for a before/after in one run.
 
     python -m bench.served [--model distilbert|minilm] [--runtime torch] [--seconds 15] [--baseline REV]
                            [--concurrencies 1,8,32,64] [--max_wait_ms 2]
@@ -12,12 +12,89 @@ before/after comes from one run; without it, no revision is compared.
 from __future__ import annotations
 
 import json
+import statistics
+from collections.abc import Callable, Iterable
 
 from bench.common import SENTENCE, add_row, command_line, export_revision, model_dir, table, write_result
 from bench.driver import k6
 from bench.raw_model import throughput
-from harness.processes import REPO, PredictorProcess
+from harness.clients import metric
+from harness.processes import REPO, PredictorProcess, ServerProcess
 from predictor.classifier import SentimentClassifier
+
+
+def schedule(servers: Iterable[str], rounds: int) -> list[tuple[int, str]]:
+    """(round, server) in the order they run: each server once a round, the order rotated every round, so no
+    server always runs first (right after an export) or last."""
+    servers = list(servers)
+    return [(r, servers[(r + i) % len(servers)]) for r in range(rounds) for i in range(len(servers))]
+
+
+PASS_COUNTERS = {"text": 'sentiment_predictor_pass_tokens_total{kind="text"}',
+                 "padding": 'sentiment_predictor_pass_tokens_total{kind="padding"}',
+                 "passes": "sentiment_predictor_batch_texts_count", "texts": "sentiment_predictor_batch_texts_sum"}
+
+
+def pass_counters(server: ServerProcess) -> dict[str, float]:
+    """The predictor's pass counters so far; a peer serving the same series elsewhere names it `pass_metrics`."""
+    where = getattr(server, "pass_metrics", server)
+    return {key: metric(where, sample) for key, sample in PASS_COUNTERS.items()}
+
+
+def pass_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """What the forward passes between two counter readings computed: the share of padding, texts per pass, and the
+    texts' own tokens per text (the same on both sides when both take the same load)."""
+    d = {k: after[k] - before[k] for k in PASS_COUNTERS}
+    tokens = d["text"] + d["padding"]
+    return {"padding_share": d["padding"] / tokens if tokens else None,
+            "texts_per_pass": d["texts"] / d["passes"] if d["passes"] else None,
+            "tokens_per_text": d["text"] / d["texts"] if d["texts"] else None}
+
+
+COLUMNS = ["server", "round", "concurrency", "requests_per_s", "p50_ms", "p99_ms", "failed_requests",
+           "padding_share", "texts_per_pass"]
+
+
+def side_by_side(servers: dict[str, Callable[[], ServerProcess]], path: str, load: dict, concurrencies: Iterable[int],
+                 seconds: int, rounds: int = 1, first: Callable[[str, ServerProcess], None] | None = None,
+                 **tags) -> list[dict]:
+    """Each server started in turn (`schedule`), warmed up, then k6 (bench.driver.k6's `load` arguments) on `path`
+    at each concurrency: a row per round, server and concurrency (`tags` on each). `first(name, server)` runs
+    before a server's first load."""
+    rows = []
+    for round_, name in schedule(servers, rounds):
+        with servers[name]() as server:
+            if first and round_ == 0:
+                first(name, server)
+            k6(f"{server.url}{path}", duration="3s", vus=8, **load)  # warm-up
+            for c in concurrencies:
+                before = pass_counters(server)
+                result = k6(f"{server.url}{path}", duration=f"{seconds}s", vus=c, **load)
+                add_row(rows, {**tags, "server": name, "round": round_, "concurrency": c, **result,
+                               **pass_figures(before, pass_counters(server))}, [*tags, *COLUMNS])
+    return rows
+
+
+SUMMARISED = ("requests_per_s", "p50_ms", "p99_ms", "padding_share", "texts_per_pass", "tokens_per_text")
+
+
+def summarise(rows: list[dict], reference: str, by: tuple[str, ...] = ("concurrency",)) -> list[dict]:
+    """Per `by` and server: the median of its rounds, and its throughput and p99 as ratios to `reference`'s."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((*(row[k] for k in by), row["server"]), []).append(row)
+    summary = []
+    for (*keys, server), runs in groups.items():
+        entry = {**dict(zip(by, keys, strict=True)), "server": server, "rounds": len(runs)}
+        for key in SUMMARISED:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            entry[key] = statistics.median(values) if values else None
+        summary.append(entry)
+    for entry in summary:
+        base = next((e for e in summary if e["server"] == reference and all(e[k] == entry[k] for k in by)), None)
+        entry["throughput_vs_reference"] = entry["requests_per_s"] / base["requests_per_s"] if base else None
+        entry["p99_vs_reference"] = entry["p99_ms"] / base["p99_ms"] if base else None
+    return summary
 
 
 def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
@@ -27,35 +104,30 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
     raw = {b: throughput(classifier, b, len(classifier.encode([SENTENCE])[0].ids), 5) for b in (1, 32)}
     del classifier
     print(f"raw offline ({runtime}, {model}): batch 1 {raw[1]:.1f}/s, batch 32 {raw[32]:.1f}/s", flush=True)
-    rows = []
-    servers = {
-        "batching": ["--runtime", runtime, "--max_batch_size", "32", "--max_wait_ms", str(max_wait_ms)],
-        "no-batching": ["--runtime", runtime, "--max_batch_size", "1", "--max_wait_ms", "0"],
-        "naive-torch": ["--runtime", "torch", "--max_batch_size", "1", "--max_wait_ms", "0"],
-    }
-    sources = {}  # servers run from another revision's export
+    flags = {"batching": ["--runtime", runtime, "--max_batch_size", "32", "--max_wait_ms", str(max_wait_ms)],
+             "no-batching": ["--runtime", runtime, "--max_batch_size", "1", "--max_wait_ms", "0"],
+             "naive-torch": ["--runtime", "torch", "--max_batch_size", "1", "--max_wait_ms", "0"]}
+    sources = {name: REPO for name in flags}  # the checkout each server runs
     if baseline:
-        commit, sources[f"batching@{commit[:8]}"] = export_revision(baseline)
-        servers[f"batching@{commit[:8]}"] = servers["batching"]
-    for name, extra in servers.items():
-        with PredictorProcess(directory, extra=extra, cwd=sources.get(name, REPO)).start() as server:
-            url = f"{server.url}/v1/models/sentiment:predict"
-            k6(url, [SENTENCE], [], "3s", hit_ratio=1.0, vus=8, body="instances")  # warm-up
-            for c in concurrencies:
-                result = k6(url, [SENTENCE], [], f"{seconds}s", hit_ratio=1.0, vus=c, body="instances")
-                add_row(rows, {"server": name, "concurrency": c, **result},
-                        ["server", "concurrency", "requests_per_s", "p50_ms", "p99_ms"])
-    at32 = {r["server"]: r["requests_per_s"] for r in rows if r["concurrency"] == 32}
-    summary = {"raw_batch1_seq_per_s": raw[1], "raw_batch32_seq_per_s": raw[32],
-               "served_32_vs_raw_batch32": at32["batching"] / raw[32],
-               "served_32_vs_no_batching_same_runtime_32": at32["batching"] / at32["no-batching"],
-               "served_32_vs_naive_torch_32": at32["batching"] / at32["naive-torch"]}
-    for name in (n for n in servers if "@" in n):
-        for c in concurrencies:
-            now, before = ({r["server"]: r for r in rows if r["concurrency"] == c}[k] for k in ("batching", name))
-            summary[f"vs_{name}_at_{c}"] = {"requests_per_s": now["requests_per_s"] / before["requests_per_s"],
-                                            "p99_ms": now["p99_ms"] / before["p99_ms"]}
-    print(table(rows, ["server", "concurrency", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "failed_requests"]))
+        commit, source = export_revision(baseline)
+        baseline = f"batching@{commit[:8]}"
+        flags[baseline], sources[baseline] = flags["batching"], source
+    servers = {name: lambda name=name: PredictorProcess(directory, extra=flags[name], cwd=sources[name]).start()
+               for name in flags}
+    load = {"hot": [SENTENCE], "cold": [], "hit_ratio": 1.0, "body": "instances"}
+    rows = side_by_side(servers, "/v1/models/sentiment:predict", load, concurrencies, seconds)
+    medians = {(e["server"], e["concurrency"]): e for e in summarise(rows, reference=baseline or "batching")}
+    summary = {"raw_batch1_seq_per_s": raw[1], "raw_batch32_seq_per_s": raw[32]}
+    if 32 in concurrencies:
+        at32 = {server: e["requests_per_s"] for (server, c), e in medians.items() if c == 32}
+        summary.update({"served_32_vs_raw_batch32": at32["batching"] / raw[32],
+                        "served_32_vs_no_batching_same_runtime_32": at32["batching"] / at32["no-batching"],
+                        "served_32_vs_naive_torch_32": at32["batching"] / at32["naive-torch"]})
+    for c in concurrencies if baseline else ():
+        now = medians[("batching", c)]
+        summary[f"vs_{baseline}_at_{c}"] = {"requests_per_s": now["throughput_vs_reference"],
+                                            "p99_ms": now["p99_vs_reference"]}
+    print(table(rows, [*COLUMNS, "p95_ms"]))
     print(json.dumps(summary, indent=2))
     write_result(f"served_{model}_{runtime}", {"model": model, "runtime": runtime, "sentence": SENTENCE,
                                                "rows": rows, "summary": summary})

@@ -1,27 +1,20 @@
-"""The peer of `python -m bench.triton`: NVIDIA Triton (through PyTriton) serving model `sentiment`.
+"""The peer of `python -m bench.triton`: NVIDIA Triton (through PyTriton) serving model `sentiment`, run by
+the peer's own venv (`.venv-triton`), never the project's:
 
-Run by the peer's own venv (`python -m bench.triton --install` makes `.venv-triton`), never the project's:
-
-    .venv-triton/bin/python -m bench.triton_peer MODEL_DIR --http_port P --grpc_port G --metrics_port M \\
+    .venv-triton/bin/python -m bench.triton_peer EXPORT_DIR --http_port P --grpc_port G --metrics_port M \\
         --stats_port S
 
-MODEL_DIR is an export (`python -m predictor.export SRC --out MODEL_DIR`): the same model.onnx and
-tokenizer.json the predictor serves. Triton's dynamic batcher (max batch 32, max queue delay 2 ms, one
-model instance) hands each batch to the inference callable, which tokenizes the texts, pads them to the
-batch's longest and runs ONNX Runtime fp32 through the predictor's own inference core
-(`predictor.classifier`: the same truncation, session options and intra-op threads as the predictor
-takes on this machine). The two servers then differ in what serves the model, not in how one pass is
-computed.
+Triton's dynamic batcher hands each batch to the inference callable, which runs the predictor's own
+inference core (`predictor.classifier`, ONNX Runtime fp32: the same truncation, session options and
+intra-op threads) on the batch padded to its longest text: the two servers differ in what serves the
+model, not in how one pass is computed. It counts its passes on http://127.0.0.1:S/metrics in the
+predictor's own series (`sentiment_predictor_pass_tokens_total{kind}`, `sentiment_predictor_batch_texts`),
+so one reader counts both.
 
 Wire shape: input `text` BYTES of dims [1], so requests of shape [N, 1]. A batching Triton model puts a
 batch dimension before each input's own dims, and those may not be empty (triton core,
 model_config_utils.cc: "must specify 'dims'"), so it cannot take the predictor's [N]; the predictor
-takes [N, 1] as well, and the benchmark sends that body to both. Output `probabilities` FP32 [N, labels]
-in the model's label order, as the predictor answers it.
-
-Padding: the callable counts each batch's tokens as the texts' own or padding, and serves the totals as
-Prometheus text on http://127.0.0.1:STATS_PORT/metrics (`triton_peer_pass_tokens_total{kind=...}`,
-`triton_peer_passes_total`, `triton_peer_pass_texts_total`), the names mirroring the predictor's.
+takes [N, 1] as well, and the benchmark sends that body to both. Output `probabilities` FP32 [N, labels].
 """
 
 from __future__ import annotations
@@ -32,9 +25,6 @@ import os
 import signal
 import sysconfig
 import tempfile
-import threading
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -47,28 +37,9 @@ MAX_QUEUE_DELAY_US = 2000
 log = logging.getLogger("bench.triton_peer")
 
 
-@dataclass
-class PassTokens:
-    """Tokens the forward passes computed: the texts' own, and padding up to each pass's longest text."""
-
-    passes: int = 0
-    texts: int = 0
-    text: int = 0
-    padding: int = 0
-
-    def add(self, lengths: list[int]) -> None:
-        self.passes += 1
-        self.texts += len(lengths)
-        self.text += sum(lengths)
-        self.padding += len(lengths) * max(lengths) - sum(lengths)
-
-    def prometheus(self) -> str:
-        return "".join([
-            f"triton_peer_passes_total {self.passes}\n",
-            f"triton_peer_pass_texts_total {self.texts}\n",
-            f'triton_peer_pass_tokens_total{{kind="text"}} {self.text}\n',
-            f'triton_peer_pass_tokens_total{{kind="padding"}} {self.padding}\n',
-        ])
+def padding(lengths: list[int]) -> int:
+    """The padding tokens of a pass of texts of these token lengths: each padded to the longest."""
+    return len(lengths) * max(lengths) - sum(lengths)
 
 
 def texts_of(column: np.ndarray) -> list[str]:
@@ -86,24 +57,6 @@ def libpython_dir() -> str:
     return libdir
 
 
-def serve_stats(port: int, tokens: PassTokens) -> ThreadingHTTPServer:
-    class Stats(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = tokens.prometheus().encode()
-            self.send_response(200 if self.path == "/metrics" else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):  # one line per scrape is noise in the peer's log
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Stats)
-    threading.Thread(target=server.serve_forever, name="stats", daemon=True).start()
-    return server
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.triton_peer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     libdir = libpython_dir()
     os.environ["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p)
 
+    from prometheus_client import Counter, Histogram, start_http_server
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
@@ -127,15 +81,19 @@ def main(argv: list[str] | None = None) -> None:
     budget = thread_budget()
     log.info("model %s from %s: labels=%s, ONNX Runtime fp32 on %d intra-op threads (%s)", MODEL_NAME,
              args.model_dir, classifier.labels, budget.threads, budget.source)
-    tokens = PassTokens()
+    pass_tokens = Counter("sentiment_predictor_pass_tokens", "Tokens computed by forward passes.", ["kind"])
+    batch_texts = Histogram("sentiment_predictor_batch_texts", "Texts per forward pass.", buckets=(1, 4, 8, 16, 32))
 
     @batch
     def infer(text: np.ndarray) -> dict[str, np.ndarray]:
         encoded = classifier.encode(texts_of(text))
-        tokens.add([len(e.ids) for e in encoded])
+        lengths = [len(e.ids) for e in encoded]
+        batch_texts.observe(len(lengths))
+        pass_tokens.labels("text").inc(sum(lengths))
+        pass_tokens.labels("padding").inc(padding(lengths))
         return {"probabilities": classifier.predict_encoded(encoded).astype(np.float32)}
 
-    stats = serve_stats(args.stats_port, tokens)
+    start_http_server(args.stats_port, addr="127.0.0.1")
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
                           grpc_port=args.grpc_port, metrics_address="127.0.0.1", metrics_port=args.metrics_port)
     signal.signal(signal.SIGTERM, _interrupt)  # serve() stops Triton and cleans its workspace on KeyboardInterrupt
@@ -151,7 +109,6 @@ def main(argv: list[str] | None = None) -> None:
             strict=False,
         )
         triton.serve()
-    stats.shutdown()
 
 
 def _interrupt(signum, frame) -> None:
