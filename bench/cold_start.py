@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.common import CACHE, MINILM_DIR, SENTENCE, command_line, distilbert_dir, table, write_result
+from bench.common import CACHE, SENTENCE, command_line, exported, table, write_result
 from harness import images
 from harness.processes import PredictorProcess, RedisServer, ServerProcess, TransformerProcess, free_port
 from harness.sandbox import Sandbox, built_image
@@ -33,16 +33,6 @@ PREDICTOR_IMAGES = {"torch-free": f"sentiment-predictor:{images.VERSION}",
 TRANSFORMER_IMAGE = f"sentiment-transformer:{images.VERSION}"
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
 PHASES = {"model_loaded_s": "predictor.model INFO [model.py:load():", "serving_s": "Uvicorn running on"}
-
-
-def exported(name: str, source: Path) -> Path:
-    """The model as the modelcar holds it (cached between runs)."""
-    from predictor.export import export
-
-    out = CACHE / "exports" / name
-    if not (out / "sentiment-export.json").is_file():
-        export(source, out)
-    return out
 
 
 def first_answer(ref: str, args: list[str], mounts: dict[str, tuple[Path, bool]], route: str, body: dict,
@@ -133,7 +123,7 @@ def medians(runs: list[dict]) -> dict:
 
 
 def run(repeats: int = 3) -> list[dict]:
-    models = {"minilm": exported("minilm", MINILM_DIR), "distilbert": exported("distilbert", distilbert_dir())}
+    models = {model: exported(model) for model in ("minilm", "distilbert")}  # as the modelcar holds them
     from predictor.classifier import SentimentClassifier
 
     expected = {name: SentimentClassifier(path, runtime="onnx", onnx_cache_dir=CACHE / "unused").predict([SENTENCE])[0]

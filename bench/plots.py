@@ -1,13 +1,8 @@
-"""Pictures of the benchmark results: PNGs beside bench/results/*.json and a REPORT.md linking them.
-
-Renders from the JSON files that exist, without running anything (`make bench` calls it last):
+"""Pictures of the results files that exist, without running anything: a PNG per plot and a REPORT.md
+naming each file and how it was measured. `--out DIR` copies the files beside their plots (docs/bench/
+publishes them); `--readme` rewrites the README's figures block (bench.figures) from that folder.
 
     python -m bench.plots [--results bench/results] [--out DIR] [--readme README.md]
-
-Each plot comes from one result file; the report names the file, when, where and how it was
-measured. With `--out`, each result file rendered is copied beside its plots (publishing it:
-docs/bench/ is what the README quotes); `--readme` rewrites the README's figures block
-(bench.figures) from the result files in the output folder.
 """
 
 from __future__ import annotations
@@ -78,37 +73,29 @@ def grouped_bars(ax: plt.Axes, runs: dict[str, dict], keys: tuple[str, ...]) -> 
 
 
 def k6_runs(data: dict, title: str) -> plt.Figure:
-    """Requests/s and p50/p95/p99 of each run the k6 result holds, side by side; the p99 bound the
-    original team reported is a line."""
+    """Requests/s and p50/p95/p99 of each run the k6 result holds, side by side (the p99 bound the original
+    team reported is a line), and hits' and misses' p50/p99 where runs had misses."""
     series = k6_series(data)
     if not series:
         raise KeyError("requests_per_s")
-    fig, (rps, latency) = plt.subplots(1, 2, figsize=(max(11, 3 + 2.2 * len(series)), 4.6))
+    split = {name: run for name, run in series.items() if run.get("miss_requests")}
+    fig, (rps, latency, *kinds) = plt.subplots(1, 3 if split else 2,
+                                               figsize=(max(11, 3 + 2.2 * len(series)) * (1.5 if split else 1), 4.6))
     grouped_bars(rps, series, ("requests_per_s",))
     rps.set(title="Throughput", ylabel="requests/s")
     measured = {name: run for name, run in series.items() if "p50_ms" in run}
-    if measured:
+    if measured:  # a log scale needs a value
         grouped_bars(latency, measured, ("p50_ms", "p95_ms", "p99_ms"))
         latency.set_yscale("log")
     bound = data.get("original_reported", {}).get("p99_ms_below")
     if bound:
         latency.axhline(bound, color="grey", linestyle=":", label=f"original reported: p99 < {bound:,} ms")
     latency.set(title="Latency", ylabel="ms")
-    if measured or bound:
-        latency.legend(fontsize=8)
-    fig.suptitle(title)
-    return fig
-
-
-def hit_vs_miss(data: dict, title: str) -> plt.Figure:
-    """p50 and p99 of cache hits and misses, for each k6 run that reports them separately."""
-    series = {name: run for name, run in k6_series(data).items() if "hit_p50_ms" in run and "miss_p50_ms" in run}
-    if not series:
-        raise KeyError("hit_p50_ms")
-    fig, ax = plt.subplots(figsize=(max(6.5, 2.6 * len(series)), 4.4))
-    grouped_bars(ax, series, ("hit_p50_ms", "hit_p99_ms", "miss_p50_ms", "miss_p99_ms"))
-    ax.set(title="Repeated (cache hit) and new (miss) texts: p50 and p99", ylabel="ms", yscale="log")
-    ax.legend(fontsize=8)
+    for ax in kinds:
+        grouped_bars(ax, split, ("hit_p50_ms", "hit_p99_ms", "miss_p50_ms", "miss_p99_ms"))
+        ax.set(title="Repeated (cache hit) and new (miss) texts", ylabel="ms", yscale="log")
+    for ax in (latency, *kinds) if measured or bound else kinds:
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     return fig
 
@@ -116,8 +103,7 @@ def hit_vs_miss(data: dict, title: str) -> plt.Figure:
 # result file pattern -> (what, [(png suffix, plot function)])
 PLOTS: dict[str, tuple[str, list[tuple[str, Callable[[dict, str], plt.Figure]]]]] = {
     "served_*.json": ("Served predictor: throughput and p50/p99 vs concurrency", [("", served)]),
-    "k6_mixed*.json": ("k6, the original test's shape: this stack and the original app",
-                      [("", k6_runs), ("_hit_vs_miss", hit_vs_miss)]),
+    "k6_mixed*.json": ("k6, the original test's shape: this stack and the original app", [("", k6_runs)]),
     "cache_hit.json": ("Cache-hit path through the transformer, per route", [("", k6_runs)]),
 }
 

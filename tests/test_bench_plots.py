@@ -16,7 +16,7 @@ SERVED = {"when": "2026-11-25T10:00:00", "cpus": 2, "machine": "x86_64", "rows":
     for server, rps in (("batching", 70), ("no-batching", 60), ("naive-torch", 20)) for c in (1, 8, 32, 64)],
     "summary": {"raw_batch32_seq_per_s": 160.0}}
 RUN = {"requests_per_s": 1000.0, "p50_ms": 5.6, "p95_ms": 25.0, "p99_ms": 111.0, "hit_p50_ms": 4.0, "hit_p99_ms": 18.0,
-       "miss_p50_ms": 69.0, "miss_p99_ms": 204.0}
+       "miss_p50_ms": 69.0, "miss_p99_ms": 204.0, "miss_requests": 50}
 # The shape bench.k6_mix writes: a row per run, by target, and the original team's reported figures.
 K6 = {"when": "2026-11-25T10:05:00", "cpus": 2, "machine": "x86_64", "series": [{"target": "this stack", **RUN}],
       "original_reported": {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0}}
@@ -42,7 +42,7 @@ def test_every_result_file_becomes_a_png_linked_from_the_report(tmp_path):
     write(results, "cache_hit.json", CACHE_HIT)
     written = plots.render(results, out)
     names = {p.name for p in written}
-    assert names == {"served_distilbert_onnx.png", "k6_mixed.png", "k6_mixed_hit_vs_miss.png", "cache_hit.png"}
+    assert names == {"served_distilbert_onnx.png", "k6_mixed.png", "cache_hit.png"}
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     report = (out / "REPORT.md").read_text()
@@ -67,7 +67,7 @@ def test_k6_plots_every_series_the_result_holds(tmp_path):
                                                 "one Redis node, /v1/models/sentiment:predict",
                                                 "3-master Redis Cluster, /v1/models/sentiment:predict"]
     write(tmp_path, "k6_mixed_run1.json", K6_SERIES)
-    assert [p.name for p in plots.render(tmp_path)] == ["k6_mixed_run1.png", "k6_mixed_run1_hit_vs_miss.png"]
+    assert [p.name for p in plots.render(tmp_path)] == ["k6_mixed_run1.png"]
 
 
 def test_a_result_file_the_plot_cannot_read_is_skipped_not_fatal(tmp_path):
