@@ -1,20 +1,14 @@
 """The original system's k6 scenario, side by side with the original app, and at a fixed arrival rate.
 
-One run starts one redis-server, this project's stack (predictor + transformer, its keys under
-`sentiment:` in db 0) and the original app rebuilt from its description (`bench.original_app`,
-fastapi-cache2 keys in db 1 of the same Redis), then:
+One redis-server holds this stack's keys (db 0) and the original app's (`bench.original_app`, db 1).
+All on `POST /bulk-predict`, the original contract:
 
-1. the original load test (k6, 10 VUs, 95% cache hits, one text per request, `--duration`) against
-   the original app (both readings of its cache, `bench.original_app`, one after the other, each
-   process stopped before the next run), then against this stack: the headline is the ratio, same run;
-2. the same mix at a fixed arrival rate (k6 constant-arrival-rate, `--rate`, default 818 req/s =
-   10x the original's reported 81.8) against this stack: p99 overall, of hits, of misses, failures
-   and iterations k6 had to drop; and where a miss spends its time meanwhile, from the services'
-   own histograms (the transformer -> predictor hop, the predictor's model call) and the CPU
-   seconds each process used (CPU per request holds up on a busy machine, where latencies measure
-   the neighbours too). `--profile`: py-spy flame graphs of both services over that phase.
-
-Both hit the same route, `POST /bulk-predict` (the original contract).
+1. the original load test (k6, 10 VUs, 95% cache hits, one text per request) against the original app
+   (each reading of its cache in turn, each process stopped before the next), then this stack;
+2. the same mix at a fixed arrival rate (`--rate`, 818 req/s = 10x the original's reported 81.8) against
+   this stack, and where a miss spends its time meanwhile: the services' own histograms (the hop, the
+   predictor's model call) and each process' CPU seconds (CPU per request holds up on a busy machine,
+   where latencies measure the neighbours too). `--profile`: py-spy flame graphs of that phase.
 
     python -m bench.k6_mix [--duration 60s] [--vus 10] [--rate 818] [--skip_original] [--profile]
 """
@@ -51,7 +45,6 @@ class OriginalApp(ServerProcess):
 
     def __init__(self, model_dir: Path, redis_url: str, cache_mode: str):
         self.port = free_port()
-        self.cache_mode = cache_mode
         super().__init__(f"original-app-{self.port}", [
             sys.executable, "-m", "uvicorn", "bench.original_app:create_app", "--factory", "--host", "127.0.0.1",
             "--port", str(self.port), "--no-access-log"],
@@ -130,7 +123,6 @@ def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, rate: flo
         for spy in spies.values():  # py-spy writes its graph when interrupted
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-        logs = {"predictor_log": str(predictor.log_path), "transformer_log": str(transformer.log_path)}
     print(table(rows, COLUMNS))
     summary = {"this_stack_requests_per_s": ours["requests_per_s"], "this_stack_p99_ms": ours["p99_ms"],
                "x_original_reported_81_8": ours["requests_per_s"] / ORIGINAL["requests_per_s"],
@@ -146,12 +138,9 @@ def run(duration: str = "60s", vus: int = 10, hit_ratio: float = 0.95, rate: flo
                         f"original_app_{mode}_p99_ms": base["p99_ms"]})
     print(json.dumps({**summary, "fixed_rate_miss": miss}, indent=2))
     write_result(name, {
-        "description": "k6 bench/k6/mixed.js on POST /bulk-predict: the original load test against the original "
-                       "app (bench/original_app.py) and this stack in one run, then a fixed arrival rate against "
-                       "this stack; shared MiniLM model, one redis-server, everything on this machine's cores",
         "summary": summary, "goals": GOALS, "series": rows, "original_reported": ORIGINAL, "fixed_rate_miss": miss,
         "flame_graphs": [f"{name}_{k}.svg" for k in spies],
-        "transformer_extra": transformer_extra or [], "predictor_extra": predictor_extra or [], **logs})
+        "transformer_extra": transformer_extra or [], "predictor_extra": predictor_extra or []})
     return summary
 
 
