@@ -4,8 +4,7 @@ the predictor images (torch-free and torch) on MiniLM and DistilBERT (random wei
 model's cost), each export as the modelcar ships it, the first v1 answer checked against the same
 export in-process; and the transformer image, whose first /bulk-predict answer comes from Redis with
 nothing listening at its predictor address (scaled to zero). Each predictor start also records its
-phases from its own log, and once per image and model what PYTHONPROFILEIMPORTTIME says the big
-imports cost.
+phases from its own log.
 
     python -m bench.cold_start [--repeats 3]      # after `make images`
 """
@@ -35,11 +34,11 @@ LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
 PHASES = {"model_loaded_s": "predictor.model INFO [model.py:load():", "serving_s": "Uvicorn running on"}
 
 
-def first_answer(ref: str, args: list[str], mounts: dict[str, tuple[Path, bool]], route: str, body: dict,
-                 env: dict[str, str] | None = None) -> tuple[dict[str, float], dict, str]:
+def first_answer(ref: str, args: list[str], mounts: dict[str, tuple[Path, bool]], route: str,
+                 body: dict) -> tuple[dict[str, float], dict]:
     """Exec the image's ENTRYPOINT with `args` (replacing CMD) in its own root filesystem and post
     `body` to `route` until it answers 200: the seconds from exec to that answer and to each start-up
-    phase its log shows, the answer, and the log."""
+    phase its log shows, and the answer."""
     port = free_port()
     with ExitStack() as stack:
         image = built_image(ref, stack)
@@ -49,7 +48,7 @@ def first_answer(ref: str, args: list[str], mounts: dict[str, tuple[Path, bool]]
         sandbox = Sandbox("cold-start", 1000, 1000, image.workdir, {"/tmp": (tmp, False), **mounts}, image.root)
         argv = image.entrypoint(["--model_name=sentiment", f"--http_port={port}", f"--grpc_port={free_port()}", *args])
         process = stack.enter_context(ServerProcess(f"cold-{ref.split(':')[0]}", sandbox.wrap(argv),
-                                                    {**image.env, **(env or {})}, inherit_env=False))
+                                                    image.env, inherit_env=False))
         answers: list[tuple[float, httpx.Response]] = []
 
         def answered() -> bool:
@@ -61,7 +60,7 @@ def first_answer(ref: str, args: list[str], mounts: dict[str, tuple[Path, bool]]
         process.start().wait_ready(answered, timeout=300, interval=0.01)
         log = process.log()
     at, response = answers[-1]
-    return {"first_answer_s": at - start, **phases(log, started)}, response.json(), log
+    return {"first_answer_s": at - start, **phases(log, started)}, response.json()
 
 
 def phases(log: str, started_wall: float) -> dict[str, float]:
@@ -75,31 +74,19 @@ def phases(log: str, started_wall: float) -> dict[str, float]:
     return found
 
 
-def import_costs(log: str, modules=("kserve", "onnxruntime", "tokenizers", "numpy", "torch", "transformers")) -> dict:
-    """Cumulative import seconds of the top-level `modules` (PYTHONPROFILEIMPORTTIME lines)."""
-    costs = {}
-    for line in log.splitlines():
-        if line.startswith("import time:") and line.count("|") == 2:
-            _, cumulative, name = (part.strip() for part in line.split("|"))
-            if name in modules:
-                costs[name] = max(costs.get(name, 0.0), int(cumulative) / 1e6)
-    return costs
-
-
-def predictor_once(ref: str, model_dir: Path, expected: np.ndarray, profile: bool = False) -> dict:
-    timings, body, log = first_answer(ref, ["--model_dir=/mnt/models"], {"/mnt/models": (model_dir, True)},
-                                      "/v1/models/sentiment:predict", {"instances": [SENTENCE]},
-                                      {"PYTHONPROFILEIMPORTTIME": "1"} if profile else {})
+def predictor_once(ref: str, model_dir: Path, expected: np.ndarray) -> dict:
+    timings, body = first_answer(ref, ["--model_dir=/mnt/models"], {"/mnt/models": (model_dir, True)},
+                                 "/v1/models/sentiment:predict", {"instances": [SENTENCE]})
     row = {label["label"]: label["score"] for label in body["predictions"][0]}
     labels = body["labels"]
     if not np.allclose([row[label] for label in labels], expected, atol=1e-4):
         raise AssertionError(f"{ref}: first answer {row} differs from {dict(zip(labels, expected, strict=True))}")
-    return {**timings, **({"imports_s": import_costs(log)} if profile else {})}
+    return timings
 
 
 def transformer_once(redis: RedisServer) -> dict:
     """The transformer's first answer, from Redis: nothing listens at its predictor address (scaled to zero)."""
-    timings, body, _ = first_answer(TRANSFORMER_IMAGE, [f"--predictor_host=127.0.0.1:{free_port()}",
+    timings, body = first_answer(TRANSFORMER_IMAGE, [f"--predictor_host=127.0.0.1:{free_port()}",
                                                         "--predictor_deadline_s=5", f"--redis_url={redis.url}",
                                                         "--near_cache_entries=0"], {},
                                     "/bulk-predict", {"text": [SENTENCE]})
@@ -129,10 +116,6 @@ def run(repeats: int = 3) -> list[dict]:
     expected = {name: SentimentClassifier(path, runtime="onnx", onnx_cache_dir=CACHE / "unused").predict([SENTENCE])[0]
                 for name, path in models.items()}
     samples: dict[tuple[str, str], list[dict]] = {}
-    profiles: dict[tuple[str, str], dict] = {}
-    for model, path in models.items():  # one profiled start each, not counted
-        for image, ref in PREDICTOR_IMAGES.items():
-            profiles[(image, model)] = predictor_once(ref, path, expected[model], profile=True)["imports_s"]
     for _ in range(repeats):  # alternating, so both images see the same machine
         for model, path in models.items():
             for image, ref in PREDICTOR_IMAGES.items():
@@ -141,15 +124,14 @@ def run(repeats: int = 3) -> list[dict]:
         seed_cache(redis, models["minilm"])
         transformer = [transformer_once(redis) for _ in range(repeats)]
 
-    rows = [{"image": image, "model": model, "repeats": repeats, **medians(runs), "imports_s": profiles[(image, model)]}
+    rows = [{"image": image, "model": model, "repeats": repeats, **medians(runs)}
             for (image, model), runs in samples.items()]
     rows.append({"image": "transformer", "model": "(cache hit, predictor at zero)", "repeats": repeats,
                  **medians(transformer)})
     first = {(r["image"], r["model"]): r["first_answer_s"] for r in rows}
     ratios = {model: first[("torch", model)] / first[("torch-free", model)] for model in models}
     sizes = {ref: images.size_bytes(ref) for ref in [*PREDICTOR_IMAGES.values(), TRANSFORMER_IMAGE]}
-    print(table(rows, ["image", "model", "first_answer_s", "first_answer_s_max", "model_loaded_s", "serving_s",
-                       "imports_s"]))
+    print(table(rows, ["image", "model", "first_answer_s", "first_answer_s_max", "model_loaded_s", "serving_s"]))
     print(f"torch image over torch-free, to the first answer: {ratios}; image sizes: {sizes}")
     write_result("cold_start", {"rows": rows, "torch_over_torch_free": ratios, "image_bytes": sizes})
     return rows
