@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from bench.common import MINILM_DIR, add_row, command_line, table, write_result
+from bench.common import CO_LOCATED_PREDICTOR, MINILM_DIR, add_row, command_line, table, write_result
 from bench.driver import k6, warm
-from bench.stack import CO_LOCATED_PREDICTOR
 from harness.clients import metric
 from harness.processes import PredictorProcess, RedisClusterServers, RedisServer, TransformerProcess
 from harness.sst2 import sentences

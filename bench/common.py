@@ -27,6 +27,12 @@ RESULTS = REPO / "bench" / "results"
 CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/sentiment-bench"))
 MINILM_DIR = SHARED / "models" / "sentiment-minilm-sst2"
 SENTENCE = "The acting was solid and the story kept me interested until the very end"  # 14 words, 16 tokens
+CO_LOCATED_PREDICTOR = ["--threads", "1"]
+"""Flags of a predictor sharing its cores with the transformer, Redis and the load generator (as
+`make serve` runs it): one forward-pass thread. With two ONNX Runtime threads on 2 shared cores,
+each parallel section waits for a thread the scheduler has not run yet: at 818 req/s (5% misses)
+a call cost 19 ms of CPU instead of 11 and misses queued for seconds
+(docs/decisions/performance-knobs.md)."""
 
 
 def distilbert_dir() -> Path:

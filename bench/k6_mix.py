@@ -21,16 +21,16 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psutil
 
-from bench.common import MINILM_DIR, RESULTS, add_row, command_line, table, write_result
+from bench.common import CO_LOCATED_PREDICTOR, MINILM_DIR, RESULTS, add_row, command_line, table, write_result
 from bench.driver import k6, warm
 from bench.original_app import CACHE_MODES
-from bench.stack import local_stack
 from harness.clients import metric
-from harness.processes import ServerProcess, free_port, http_ready
+from harness.processes import PredictorProcess, RedisServer, ServerProcess, TransformerProcess, free_port, http_ready
 from harness.sst2 import sentences
 
 ORIGINAL = {"requests_per_s": 81.8, "p99_ms_below": 2000, "failures": 0,
@@ -58,6 +58,22 @@ class OriginalApp(ServerProcess):
         super().start()
         self.wait_ready(http_ready(f"{self.url}/health"), timeout=180)
         return self
+
+
+@contextmanager
+def local_stack(predictor_extra: list[str] | None, transformer_extra: list[str] | None):
+    """Redis, a predictor and a transformer on free ports, as `make serve` runs them (later flags win);
+    `--predictor_protocol grpc-v2` among the transformer's flags calls the predictor's gRPC port."""
+    with ExitStack() as running:  # stopped in reverse: the transformer, the predictor, Redis
+        redis = running.enter_context(RedisServer().start())
+        predictor = running.enter_context(
+            PredictorProcess(MINILM_DIR, extra=[*CO_LOCATED_PREDICTOR, *(predictor_extra or [])]).start())
+        extra = list(transformer_extra or [])
+        grpc = "grpc-v2" in extra and extra[extra.index("grpc-v2") - 1] == "--predictor_protocol"
+        host = predictor.grpc_target if grpc else f"127.0.0.1:{predictor.http_port}"
+        transformer = running.enter_context(
+            TransformerProcess(host, redis.url, protocol="grpc-v2" if grpc else "v2", extra=extra).start())
+        yield redis, predictor, transformer
 
 
 HISTOGRAMS = {"hop": ("transformer", "sentiment_predictor_latency_seconds"),
