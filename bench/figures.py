@@ -10,7 +10,6 @@ quotes no published figure a second time.
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,18 +167,6 @@ def render(published: Path = PUBLISHED) -> str:
     if missing:
         lines += ["", *textwrap.wrap("Not published yet: " + ", ".join(f"`{name}`" for name in missing) + ".", 100)]
     return "\n".join([*lines, END])
-
-
-def quoted_again(readme: str, published: Path = PUBLISHED) -> list[str]:
-    """Published figures the Performance section also states outside the block (each is quoted once)."""
-    start = readme.index("## Performance")
-    end = readme.find("\n## ", start + 1)
-    section = readme[start:end if end != -1 else None].replace(block(readme), "")
-    data = published_files(published)
-    shown = [f.shown(data[f.file]) for f in FIGURES if f.file in data]
-    # A figure as a whole token ("1.5 s", not the "1.5" of "1.55 s"); a bare 0 (no 5xx) says nothing on its own.
-    return [value for value in shown if value != "0"
-            and re.search(rf"(?<![\w.,]){re.escape(value)}(?![\w%]|[.,]\d)", section)]
 
 
 def block(readme: str) -> str:
