@@ -11,6 +11,7 @@ import io
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -110,16 +111,14 @@ def command_line(run: Callable, doc: str | None, **helps: str) -> None:
 
 def cpu_info() -> dict:
     """The CPU a figure was measured on: results differ between AVX2-only and AVX-512/VNNI machines."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    first: dict[str, str] = {}  # the first processor's fields
-    for key, _, value in (line.partition(":") for line in lines):
-        first.setdefault(key.strip(), value.strip())
-    flags = set(first.get("flags", "").split())
-    return {"model_name": first.get("model name") or platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
+    from predictor.cpu import read_cpu_flags
+    from predictor.gate import cpu_class
+
+    cpuinfo = Path("/proc/cpuinfo")
+    name = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text() if cpuinfo.is_file() else "", re.M)
+    flags = read_cpu_flags()
+    return {"model_name": name.group(1) if name else platform.machine(), "cpus": os.cpu_count(),
+            "class": cpu_class(flags), "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
             "avx512_vnni": "avx512_vnni" in flags, "amx_int8": "amx_int8" in flags}
 
 
