@@ -1,17 +1,7 @@
-"""Fairness of the predictor's scheduling, before and after token-budgeted fair passes.
-
-1. A one-text request sent while a maximum-size request (just under --max_request_tokens: 31
-   texts of 512 tokens and one short) runs: its latency beside it and alone, on the shared MiniLM
-   model and on DistilBERT (random weights). "Before" is the predictor of the git revision given
-   as --before (always explicit: a default such as "where this branch left main" compares main
-   with itself), started from an export of that revision with the same flags; "after" is this
-   checkout. The README's figures take `TOKEN_BUDGET_BASELINE`, the scheduler that ran each
-   request's texts to the end before the next request.
-2. A mixed-length load (issue 12): closed-loop k6 clients each sending one SST-2 sentence per
-   request, then the same with 10% of requests carrying one 256-320-token text instead: p50/p99
-   of the short requests with and without the long ones, before and after.
-
-Every ratio comes from one run of one server. Results: bench/results/fairness.json.
+"""Fairness of scheduling: the predictor of git revision `--before` (its export, the same flags) beside this
+checkout's. A one-text request alone and beside a maximum-size one (31 texts of 512 tokens and a short one, just
+under --max_request_tokens); short requests' p50/p99 under k6 load without and with 10% of 256-320-token ones.
+Every ratio comes from one run of one server.
 
     python -m bench.fairness --before REVISION [--models minilm,distilbert] [--mixed_models minilm]
                              [--seconds 20] [--clients 8] [--repeats 2]
@@ -21,8 +11,8 @@ from __future__ import annotations
 
 import random
 import statistics
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -62,25 +52,19 @@ def beside_large(server: PredictorProcess, repeats: int) -> dict:
         one_pass = statistics.median(timed(client, url, [LONG]) for _ in range(3))
         large_alone = timed(client, url, large)
         waits, large_times = [], []
-
-        def send_large() -> None:
-            with httpx.Client(timeout=600) as other:
-                large_times.append(timed(other, url, large))
-
-        for _ in range(repeats):
-            thread = threading.Thread(target=send_large)
-            thread.start()
-            time.sleep(0.5)  # as in issue 14: the short request is sent 0.5 s after the large one
-            waits.append(timed(client, url, [SHORT]))
-            thread.join()
+        with httpx.Client(timeout=600) as other, ThreadPoolExecutor(1) as pool:
+            for _ in range(repeats):
+                sent = pool.submit(timed, other, url, large)
+                time.sleep(0.5)  # as in issue 14: the short request is sent 0.5 s after the large one
+                waits.append(timed(client, url, [SHORT]))
+                large_times.append(sent.result())
     return {"short_alone_s": alone, "one_512_token_text_s": one_pass, "large_alone_s": large_alone,
             "large_beside_s": statistics.median(large_times), "short_beside_large_s": max(waits),
             "short_beside_large_all_s": waits}
 
 
 def mixed_load(server: PredictorProcess, seconds: float, clients: int, long_share: float) -> dict:
-    """k6, `clients` virtual users in a closed loop, one text per request: an SST-2 sentence, or in
-    a share of the requests a text of 256-320 tokens instead. The short requests' latency apart."""
+    """k6's closed loop, one text per request: an SST-2 sentence, or in `long_share` of them one of 256-320 tokens."""
     rng = random.Random(0)
     long_texts = [sentence_of_tokens(rng.randint(256, 320)) for _ in range(64)]
     result = k6(f"{server.url}/v1/models/sentiment:predict", sentences("dev.tsv", 400), long_texts,
@@ -94,30 +78,25 @@ def mixed_load(server: PredictorProcess, seconds: float, clients: int, long_shar
 
 def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), seconds: float = 20,
         clients: int = 8, repeats: int = 2) -> dict:
-    """Compare the predictor of git revision `before` with this checkout's."""
     commit, source = export_revision(before)
     servers = {"before": source, "after": REPO}  # where each predictor's code is
-    fairness_rows, mixed_rows = [], []
+    fairness_rows, mixed_rows, summary = [], [], {}
     for model in dict.fromkeys((*models, *mixed_models)):
         for name, code in servers.items():
             with PredictorProcess(model_dir(model), cwd=code).start() as server:
                 if model in models:
-                    add_row(fairness_rows, {"model": model, "server": name, **beside_large(server, repeats)},
-                            BESIDE_COLUMNS)
+                    row = add_row(fairness_rows, {"model": model, "server": name, **beside_large(server, repeats)},
+                                  BESIDE_COLUMNS)
+                    beside = row["short_beside_large_s"]
+                    summary[f"{model}_{name}_short_beside_large_s"] = beside
+                    summary[f"{model}_{name}_short_beside_large_vs_alone"] = beside / row["short_alone_s"]
                 if model in mixed_models:
+                    short_p99 = {}
                     for share in (0.0, 0.1):
-                        add_row(mixed_rows, {"model": model, "server": name, "long_share": share,
-                                             **mixed_load(server, seconds, clients, share)}, MIXED_COLUMNS)
-    summary = {}
-    for row in fairness_rows:
-        summary[f"{row['model']}_{row['server']}_short_beside_large_s"] = row["short_beside_large_s"]
-        summary[f"{row['model']}_{row['server']}_short_beside_large_vs_alone"] = (
-            row["short_beside_large_s"] / row["short_alone_s"])
-    for model in mixed_models:
-        for name in servers:
-            p99 = {r["long_share"]: r["short_p99_ms"] for r in mixed_rows
-                   if r["model"] == model and r["server"] == name}
-            summary[f"{model}_{name}_mixed_short_p99_ratio"] = p99[0.1] / p99[0.0]
+                        row = add_row(mixed_rows, {"model": model, "server": name, "long_share": share,
+                                                   **mixed_load(server, seconds, clients, share)}, MIXED_COLUMNS)
+                        short_p99[share] = row["short_p99_ms"]
+                    summary[f"{model}_{name}_mixed_short_p99_ratio"] = short_p99[0.1] / short_p99[0.0]
     print(table(fairness_rows, BESIDE_COLUMNS))
     print(table(mixed_rows, MIXED_COLUMNS))
     for key, value in summary.items():
@@ -129,7 +108,6 @@ def run(before: str, models=("minilm", "distilbert"), mixed_models=("minilm",), 
 
 
 if __name__ == "__main__":
-    command_line(run, __doc__, models="models for the beside-a-large-request test",
+    command_line(run, __doc__, models="models for the beside-a-large-request test", repeats="large requests per server",
                  mixed_models="models for the mixed-length load", seconds="length of each mixed-load phase",
-                 repeats="large requests per server",
                  before=f"git revision whose predictor is 'before' (the README's: {TOKEN_BUDGET_BASELINE})")

@@ -1,9 +1,6 @@
-"""Servers side by side under one k6 load (`side_by_side`, bench.triton's too), and the served predictor.
-
-`python -m bench.served`: the batching predictor beside the raw offline throughput of its runtime and two
-servers without batching (`--max_batch_size 1`): the same runtime, and the naive server, torch eager fp32.
-One sentence per v1 request. `--baseline REV`: that git revision's batching server too (its predictor/ and
-serving/ exported), for a before/after in one run.
+"""Servers side by side under one k6 load (`side_by_side`, bench.triton's too), and the served predictor: the
+batching server beside its runtime's raw offline throughput, the same runtime without batching and the naive
+server (torch eager fp32), one sentence per v1 request; `--baseline REV` adds that revision's batching server.
 
     python -m bench.served [--model distilbert|minilm] [--runtime torch] [--seconds 15] [--baseline REV]
                            [--concurrencies 1,8,32,64] [--max_wait_ms 2]
@@ -19,13 +16,12 @@ from bench.common import SENTENCE, add_row, command_line, export_revision, model
 from bench.driver import k6
 from bench.raw_model import throughput
 from harness.clients import metric
-from harness.processes import REPO, PredictorProcess, ServerProcess
+from harness.processes import PredictorProcess, ServerProcess
 from predictor.classifier import SentimentClassifier
 
 
 def schedule(servers: Iterable[str], rounds: int) -> list[tuple[int, str]]:
-    """(round, server) in the order they run: each server once a round, the order rotated every round, so no
-    server always runs first (right after an export) or last."""
+    """(round, server) in the order they run, rotated every round: no server always runs first (after an export)."""
     servers = list(servers)
     return [(r, servers[(r + i) % len(servers)]) for r in range(rounds) for i in range(len(servers))]
 
@@ -42,8 +38,7 @@ def pass_counters(server: ServerProcess) -> dict[str, float]:
 
 
 def pass_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
-    """What the forward passes between two counter readings computed: the share of padding, texts per pass, and the
-    texts' own tokens per text (the same on both sides when both take the same load)."""
+    """What the passes between two counter readings computed (tokens per text: the same on both sides of one load)."""
     d = {k: after[k] - before[k] for k in PASS_COUNTERS}
     tokens = d["text"] + d["padding"]
     return {"padding_share": d["padding"] / tokens if tokens else None,
@@ -58,9 +53,8 @@ COLUMNS = ["server", "round", "concurrency", "requests_per_s", "p50_ms", "p99_ms
 def side_by_side(servers: dict[str, Callable[[], ServerProcess]], path: str, load: dict, concurrencies: Iterable[int],
                  seconds: int, rounds: int = 1, first: Callable[[str, ServerProcess], None] | None = None,
                  **tags) -> list[dict]:
-    """Each server started in turn (`schedule`), warmed up, then k6 (bench.driver.k6's `load` arguments) on `path`
-    at each concurrency: a row per round, server and concurrency (`tags` on each). `first(name, server)` runs
-    before a server's first load."""
+    """A row per round, server and concurrency (`tags` on each): k6 with `load` (bench.driver.k6's arguments) on
+    `path`, after a warm-up; `first(name, server)` runs before a server's first load."""
     rows = []
     for round_, name in schedule(servers, rounds):
         with servers[name]() as server:
@@ -107,13 +101,11 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
     flags = {"batching": ["--runtime", runtime, "--max_batch_size", "32", "--max_wait_ms", str(max_wait_ms)],
              "no-batching": ["--runtime", runtime, "--max_batch_size", "1", "--max_wait_ms", "0"],
              "naive-torch": ["--runtime", "torch", "--max_batch_size", "1", "--max_wait_ms", "0"]}
-    sources = {name: REPO for name in flags}  # the checkout each server runs
-    if baseline:
+    servers = {name: lambda args=args: PredictorProcess(directory, extra=args).start() for name, args in flags.items()}
+    if baseline:  # that revision's code with the batching server's flags
         commit, source = export_revision(baseline)
         baseline = f"batching@{commit[:8]}"
-        flags[baseline], sources[baseline] = flags["batching"], source
-    servers = {name: lambda name=name: PredictorProcess(directory, extra=flags[name], cwd=sources[name]).start()
-               for name in flags}
+        servers[baseline] = lambda: PredictorProcess(directory, extra=flags["batching"], cwd=source).start()
     load = {"hot": [SENTENCE], "cold": [], "hit_ratio": 1.0, "body": "instances"}
     rows = side_by_side(servers, "/v1/models/sentiment:predict", load, concurrencies, seconds)
     medians = {(e["server"], e["concurrency"]): e for e in summarise(rows, reference=baseline or "batching")}

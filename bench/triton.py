@@ -1,20 +1,15 @@
-"""This predictor beside NVIDIA Triton: the same export, the same k6 load, the same CPU, in one run.
+"""This predictor (`--runtime onnx`, fp32, and `--runtime auto`) beside NVIDIA Triton serving the same export
+(bench/triton_peer.py), under one k6 load on one CPU, with bench.served's engine.
 
     python -m bench.triton --install     # the peer's own venv, .venv-triton (the first run makes it too)
     python -m bench.triton [--seconds 20] [--rounds 3] [--models distilbert,minilm] [--clients 32,1]
 
-Three servers side by side (bench.served's engine, rounds in rotated order): this predictor with
-`--runtime onnx` (fp32, the same model.onnx as the peer), with `--runtime auto`, and the peer
-(bench/triton_peer.py, in its own venv so that none of its pins touch the project's). One fresh SST-2
-train sentence per v2 request (the `v2-batched` body, shape [1, 1], which both take). In the first round
-each server answers a few dev sentences before its load; the fp32 predictor must answer the peer's
-probabilities, or the run stops: the comparison would not be of the same computation.
+The peer has its own venv so that none of its pins touch the project's.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -34,7 +29,6 @@ from predictor.model_dir import DECISIONS_FILE
 PEER_VENV = REPO / ".venv-triton"
 REQUIREMENTS = REPO / "bench" / "triton-requirements.txt"
 FP32, AUTO, PEER = "predictor onnx", "predictor auto", "triton"
-BODY = "v2-batched"
 SAME_ANSWER = 1e-4
 """Largest probability difference allowed between the two fp32 servers: same model, same engine, same threads."""
 GOAL_THROUGHPUT, GOAL_CONCURRENCY, GOAL_MODEL = 1.5, 32, "distilbert"
@@ -42,29 +36,11 @@ GOAL_THROUGHPUT, GOAL_CONCURRENCY, GOAL_MODEL = 1.5, 32, "distilbert"
 
 
 def goal(summary: list[dict]) -> dict[str, dict]:
-    """Per server of ours: is it at least GOAL_THROUGHPUT x the peer at GOAL_CONCURRENCY on GOAL_MODEL, at no worse
-    p99? (`summary` with the peer as reference.)"""
+    """Per server of ours: its ratios to the peer at GOAL_CONCURRENCY clients on GOAL_MODEL, and if they meet it."""
     return {e["server"]: {"throughput_vs_peer": e["throughput_vs_reference"], "p99_vs_peer": e["p99_vs_reference"],
                           "met": e["throughput_vs_reference"] >= GOAL_THROUGHPUT and e["p99_vs_reference"] <= 1.0}
             for e in summary if (e["model"], e["concurrency"]) == (GOAL_MODEL, GOAL_CONCURRENCY)
             and e["server"] != PEER and e["throughput_vs_reference"] is not None}
-
-
-def runtime_labels(metrics_text: str) -> dict[str, str]:
-    """The labels of the `sentiment_predictor_runtime_info` series set to 1: the runtime served, and why."""
-    for line in metrics_text.splitlines():
-        sample, _, value = line.rpartition(" ")
-        if sample.startswith("sentiment_predictor_runtime_info{") and float(value) == 1:
-            return dict(re.findall(r'(\w+)="([^"]*)"', sample))
-    return {}
-
-
-def runtime_choice(server: PredictorProcess, model_dir: Path) -> dict:
-    """What `--runtime auto` serves and why: the metric's labels, the start-up log line and the export's figures."""
-    labels = runtime_labels(httpx.get(f"{server.url}/metrics", timeout=10).text)
-    logged = next((line for line in server.log().splitlines() if "(--runtime auto" in line), None)
-    recorded = json.loads((model_dir / DECISIONS_FILE).read_text())["decisions"].get(labels.get("cpu_class"), {})
-    return {**labels, "log": logged, "detail": recorded.get("detail"), "candidates": recorded.get("candidates")}
 
 
 class TritonPeerProcess(ServerProcess):
@@ -79,9 +55,7 @@ class TritonPeerProcess(ServerProcess):
         super().__init__(f"triton-peer-{ports['http_port']}", args, env={"PYTHONPATH": str(REPO)})
 
     def start(self) -> TritonPeerProcess:
-        super().start()
-        self.wait_ready(http_ready(f"{self.url}/v2/models/sentiment/ready"), timeout=300)
-        return self
+        return super().start().wait_ready(http_ready(f"{self.url}/v2/models/sentiment/ready"), timeout=300)
 
 
 def probabilities(server: ServerProcess, texts: list[str]) -> np.ndarray:
@@ -126,8 +100,9 @@ def run_model(model: str, load: dict, clients: tuple[int, ...], rounds: int, sec
 
     def first(name: str, server: ServerProcess) -> None:  # the first round, before the server's load
         answers[name] = probabilities(server, dev_set()[0][:8])
-        if name == AUTO:
-            choice.update(runtime_choice(server, directory))
+        if name == AUTO:  # what it serves and why (the v2 metadata's `platform`), and the export's figures behind it
+            choice["platform"] = httpx.get(f"{server.url}/v2/models/sentiment", timeout=10).json()["platform"]
+            choice["decisions"] = json.loads((directory / DECISIONS_FILE).read_text())["decisions"]
         if len(answers) == 3:
             diffs.update(same_answers(model, answers))
 
@@ -144,7 +119,7 @@ def run(models=("distilbert", "minilm"), clients=(32, 1), rounds: int = 3, secon
         install_peer()
         if install:
             return {}
-    load = {"hot": [], "cold": sentences("train.tsv", 5000), "hit_ratio": 0.0, "body": BODY}  # each made unique
+    load = {"hot": [], "cold": sentences("train.tsv", 5000), "hit_ratio": 0.0, "body": "v2-batched"}  # each made unique
     rows, choices, diffs = [], {}, {}
     for model in models:
         model_rows, choices[model], diffs[model] = run_model(model, load, clients, rounds, seconds)
@@ -153,16 +128,13 @@ def run(models=("distilbert", "minilm"), clients=(32, 1), rounds: int = 3, secon
     reached = goal(summary)
     print(table(summary, ["model", "concurrency", "server", "requests_per_s", "p50_ms", "p99_ms",
                           "throughput_vs_reference", "p99_vs_reference", "padding_share", "texts_per_pass"]))
-    for model, c in choices.items():
-        print(f"{model}: --runtime auto chose {c.get('runtime')} ({c.get('reason')}, CPU class {c.get('cpu_class')})")
+    for model, choice in choices.items():
+        print(f"{model}: --runtime auto serves {choice['platform']}")
     print(f"goal (>= {GOAL_THROUGHPUT}x Triton at {GOAL_CONCURRENCY} clients on {GOAL_MODEL}, p99 no worse): "
           + json.dumps(reached))
     write_result("triton", {
-        "peer": {"server": "nvidia-pytriton (tritonserver bundled), ONNX Runtime fp32 in a @batch callable",
-                 "max_batch_size": MAX_BATCH_SIZE, "max_queue_delay_us": MAX_QUEUE_DELAY_US, "instances": 1,
+        "peer": {"max_batch_size": MAX_BATCH_SIZE, "max_queue_delay_us": MAX_QUEUE_DELAY_US,
                  "requirements": REQUIREMENTS.name},
-        "load": {"scenario": "bench/k6/mixed.js", "body": BODY, "texts": "SST-2 train, first 5000, drawn at random, "
-                 "each made unique (k6's cold path)", "seconds": seconds, "rounds": rounds, "clients": clients},
         "auto": choices, "fp32_answer_max_diff": diffs, "goal": reached, "summary": summary, "rows": rows,
     })
     return {"summary": summary, "goal": reached, "auto": choices}

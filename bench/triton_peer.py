@@ -1,20 +1,16 @@
 """The peer of `python -m bench.triton`: NVIDIA Triton (through PyTriton) serving model `sentiment`, run by
-the peer's own venv (`.venv-triton`), never the project's:
+the peer's own venv, never the project's:
 
     .venv-triton/bin/python -m bench.triton_peer EXPORT_DIR --http_port P --grpc_port G --metrics_port M \\
         --stats_port S
 
-Triton's dynamic batcher hands each batch to the inference callable, which runs the predictor's own
-inference core (`predictor.classifier`, ONNX Runtime fp32: the same truncation, session options and
-intra-op threads) on the batch padded to its longest text: the two servers differ in what serves the
-model, not in how one pass is computed. It counts its passes on http://127.0.0.1:S/metrics in the
-predictor's own series (`sentiment_predictor_pass_tokens_total{kind}`, `sentiment_predictor_batch_texts`),
+Each batch runs through the predictor's own inference core (ONNX Runtime fp32): the two servers differ in what
+serves the model, not in how a pass is computed. It counts its passes in the predictor's own series on port S,
 so one reader counts both.
 
-Wire shape: input `text` BYTES of dims [1], so requests of shape [N, 1]. A batching Triton model puts a
-batch dimension before each input's own dims, and those may not be empty (triton core,
-model_config_utils.cc: "must specify 'dims'"), so it cannot take the predictor's [N]; the predictor
-takes [N, 1] as well, and the benchmark sends that body to both. Output `probabilities` FP32 [N, labels].
+Input `text` is BYTES of dims [1] (requests [N, 1]): a batching Triton model puts a batch dimension before each
+input's dims, which may not be empty (triton core, model_config_utils.cc: "must specify 'dims'"), so it cannot
+take the predictor's [N]. Output `probabilities` FP32 [N, labels].
 """
 
 from __future__ import annotations
@@ -47,16 +43,6 @@ def texts_of(column: np.ndarray) -> list[str]:
     return [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in column.reshape(-1).tolist()]
 
 
-def libpython_dir() -> str:
-    """The directory of this interpreter's libpython: Triton's python backend stub links against it, and a
-    pyenv or uv interpreter keeps it outside the loader's default paths."""
-    libdir, library = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
-    if not libdir or not library or not (Path(libdir) / library).is_file() or not library.endswith(".so"):
-        raise SystemExit(f"Triton's python backend needs a shared libpython; this interpreter has {library!r} in "
-                         f"{libdir!r}: make the peer's venv from a python built with --enable-shared")
-    return libdir
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.triton_peer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,8 +51,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{name}", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # PyTriton hands its environment to tritonserver, whose python backend starts the stub that loads libpython.
-    libdir = libpython_dir()
+    # PyTriton hands its environment to tritonserver, whose python backend starts a stub linked against this
+    # interpreter's libpython: a pyenv or uv interpreter keeps it outside the loader's default paths.
+    libdir, library = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
+    if not libdir or not library or not (Path(libdir) / library).is_file() or not library.endswith(".so"):
+        raise SystemExit(f"Triton's python backend needs a shared libpython; this interpreter has {library!r} in "
+                         f"{libdir!r}: make the peer's venv from a python built with --enable-shared")
     os.environ["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p)
 
     from prometheus_client import Counter, Histogram, start_http_server
@@ -96,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     start_http_server(args.stats_port, addr="127.0.0.1")
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
                           grpc_port=args.grpc_port, metrics_address="127.0.0.1", metrics_port=args.metrics_port)
-    signal.signal(signal.SIGTERM, _interrupt)  # serve() stops Triton and cleans its workspace on KeyboardInterrupt
+    # serve() stops Triton and cleans its workspace on KeyboardInterrupt, which this handler raises.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="pytriton-") as tmp, \
             Triton(config=config, workspace=Path(tmp) / "workspace") as triton:  # PyTriton makes the directory
         triton.bind(
@@ -109,10 +100,6 @@ def main(argv: list[str] | None = None) -> None:
             strict=False,
         )
         triton.serve()
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.served import pass_figures, schedule, summarise
-from bench.triton import AUTO, FP32, PEER, goal, runtime_labels
+from bench.triton import AUTO, FP32, PEER, goal
 from bench.triton_peer import padding, texts_of
 
 
@@ -72,11 +72,3 @@ def test_the_goal_needs_both_the_throughput_ratio_and_a_p99_no_worse_than_the_pe
     assert reached[AUTO]["met"] is True  # 1.5x, p99 better
     assert reached[AUTO]["throughput_vs_peer"] == pytest.approx(1.5)
 
-
-def test_runtime_labels_name_the_series_set_to_one():
-    text = ('# HELP sentiment_predictor_runtime_info ...\n'
-            'sentiment_predictor_runtime_info{cpu_class="amx",reason="fastest-passing",runtime="onnx-int8",'
-            'source="export"} 1.0\nsentiment_predictor_batch_texts_count 3.0\n')
-    assert runtime_labels(text) == {"cpu_class": "amx", "reason": "fastest-passing", "runtime": "onnx-int8",
-                                    "source": "export"}
-    assert runtime_labels("sentiment_predictor_batch_texts_count 3.0\n") == {}
