@@ -62,7 +62,7 @@ class PredictorClient:
         self.base_url = f"{'https' if use_ssl else 'http'}://{host}"
         self.max_connections = max_connections
         # aiohttp, not httpx: 0.7 ms of CPU per call instead of 2.0-2.4 ms, measured on the transformer's
-        # event loop, where that time delays every cache hit queued behind a miss (bench.k6_mix's fixed-rate CPU figures).
+        # event loop, where that time delays every cache hit queued behind a miss (bench.k6_mix, its CPU rows).
         self._http: aiohttp.ClientSession | None = None  # made on the serving event loop, at first use
         self._channel: grpc.aio.Channel | None = None
         self._unreachable_since: float | None = None
