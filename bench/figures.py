@@ -97,9 +97,10 @@ FIGURES = (
       for where, rows in (("calibration set", "calibration (1,000 SST-2 train)"), ("SST-2 dev", "SST-2 dev (872)"))
       for what, key, unit, digits, scale in (("top-label agreement", "agreement", "%", 1, 100),
                                              ("mean abs probability difference", "mean_abs_diff", "", 3, 1))),
-    *(Figure(f"raw DistilBERT `{runtime}`, 16 tokens, batch {batch}", "raw_model_distilbert.json",
-             ("rows", {"runtime": runtime, "tokens": 16, "batch": batch}, "seq_per_s"), " seq/s")
-      for runtime in ("torch", "onnx", "onnx-int8") for batch in (1, 32)),
+    *(Figure(f"raw DistilBERT `{runtime}`, 16 tokens, batch {batch}", file,
+             ("summary", "raw_seq_per_s", runtime, f"batch_{batch}"), " seq/s")
+      for runtime, file in (("torch", SERVED), ("onnx", SERVED), ("onnx-int8", "served_distilbert_onnx-int8.json"))
+      for batch in (1, 32)),
     *(Figure(f"cold start, {image} predictor, {model}: exec to first answer", "cold_start.json",
              ("rows", {"image": image, "model": model}, "first_answer_s"), " s", 2)
       for image, model in (("torch-free", "minilm"), ("torch-free", "distilbert"), ("torch", "minilm"))),

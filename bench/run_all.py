@@ -1,23 +1,12 @@
-"""`make bench`: every benchmark in turn; each prints its table and writes bench/results/<name>.json,
-then the plots of them (bench/results/*.png and REPORT.md)."""
+"""`make bench`: every benchmark in turn, as the README's figures were measured; each prints its table and
+writes bench/results/<name>.json, then the plots of them (bench/results/*.png and REPORT.md)."""
 
 from __future__ import annotations
 
-from bench import (
-    accuracy,
-    cache_hit,
-    cold_start,
-    fairness,
-    k6_mix,
-    plots,
-    raw_model,
-    served,
-    soak,
-)
+from bench import accuracy, cache_hit, cold_start, fairness, k6_mix, plots, served, soak, triton
 
 
 def main() -> None:
-    raw_model.run("distilbert")
     accuracy.run()  # per runtime, what --runtime auto's gate sees on this CPU, and served
     for runtime in ("onnx", "onnx-int8"):
         served.run("distilbert", runtime)
@@ -28,6 +17,7 @@ def main() -> None:
     cold_start.run()
     soak.run()
     fairness.run(fairness.TOKEN_BUDGET_BASELINE)
+    triton.run(models=("distilbert",), clients=(32,), rounds=2, seconds=15)  # the README's run (its venv first)
     plots.render()
 
 

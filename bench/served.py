@@ -1,6 +1,7 @@
 """Servers side by side under one k6 load (`side_by_side`, bench.triton's too), and the served predictor: the
-batching server beside its runtime's raw offline throughput, the same runtime without batching and the naive
-server (torch eager fp32), one sentence per v1 request; `--baseline REV` adds that revision's batching server.
+batching server beside the same runtime without batching and the naive server (torch eager fp32), one sentence
+per v1 request, and beside the raw offline throughput of both runtimes (the forward pass alone, in-process, on
+the same sentence, batch 1 and 32); `--baseline REV` adds that revision's batching server.
 
     python -m bench.served [--model distilbert|minilm] [--runtime torch] [--seconds 15] [--baseline REV]
                            [--concurrencies 1,8,32,64] [--max_wait_ms 2]
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections.abc import Callable, Iterable
 
 from bench.common import SENTENCE, add_row, command_line, export_revision, model_dir, table, write_result
 from bench.driver import k6
-from bench.raw_model import throughput
 from harness.clients import metric
 from harness.processes import PredictorProcess, ServerProcess
 from predictor.classifier import SentimentClassifier
@@ -91,13 +92,26 @@ def summarise(rows: list[dict], reference: str, by: tuple[str, ...] = ("concurre
     return summary
 
 
+def raw_throughput(model_dir, runtime: str, seconds: float = 5) -> dict[str, float]:
+    """Sequences/s of forward passes alone on SENTENCE (16 tokens), by batch size."""
+    classifier = SentimentClassifier(model_dir, runtime=runtime)
+    rates = {}
+    for batch in (1, 32):
+        encoded = classifier.encode([SENTENCE] * batch)
+        classifier.predict_encoded(encoded)  # warm-up
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            classifier.predict_encoded(encoded)
+            done += batch
+        rates[f"batch_{batch}"] = done / (time.perf_counter() - start)
+    return rates
+
+
 def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
         concurrencies=(1, 8, 32, 64), max_wait_ms: float = 2.0, baseline: str | None = None) -> dict:
     directory = model_dir(model)
-    classifier = SentimentClassifier(directory, runtime=runtime)
-    raw = {b: throughput(classifier, b, len(classifier.encode([SENTENCE])[0].ids), 5) for b in (1, 32)}
-    del classifier
-    print(f"raw offline ({runtime}, {model}): batch 1 {raw[1]:.1f}/s, batch 32 {raw[32]:.1f}/s", flush=True)
+    raw = {name: raw_throughput(directory, name) for name in dict.fromkeys((runtime, "torch"))}
+    print(f"raw offline sequences/s ({model}): {raw}", flush=True)
     flags = {"batching": ["--runtime", runtime, "--max_batch_size", "32", "--max_wait_ms", str(max_wait_ms)],
              "no-batching": ["--runtime", runtime, "--max_batch_size", "1", "--max_wait_ms", "0"],
              "naive-torch": ["--runtime", "torch", "--max_batch_size", "1", "--max_wait_ms", "0"]}
@@ -109,10 +123,10 @@ def run(model: str = "distilbert", runtime: str = "torch", seconds: int = 15,
     load = {"hot": [SENTENCE], "cold": [], "hit_ratio": 1.0, "body": "instances"}
     rows = side_by_side(servers, "/v1/models/sentiment:predict", load, concurrencies, seconds)
     medians = {(e["server"], e["concurrency"]): e for e in summarise(rows, reference=baseline or "batching")}
-    summary = {"raw_batch1_seq_per_s": raw[1], "raw_batch32_seq_per_s": raw[32]}
+    summary = {"raw_seq_per_s": raw, "raw_batch32_seq_per_s": raw[runtime]["batch_32"]}
     if 32 in concurrencies:
         at32 = {server: e["requests_per_s"] for (server, c), e in medians.items() if c == 32}
-        summary.update({"served_32_vs_raw_batch32": at32["batching"] / raw[32],
+        summary.update({"served_32_vs_raw_batch32": at32["batching"] / raw[runtime]["batch_32"],
                         "served_32_vs_no_batching_same_runtime_32": at32["batching"] / at32["no-batching"],
                         "served_32_vs_naive_torch_32": at32["batching"] / at32["naive-torch"]})
     for c in concurrencies if baseline else ():

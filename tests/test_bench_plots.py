@@ -114,18 +114,17 @@ def test_plots_publish_the_results_files_and_rewrite_the_readme_block(tmp_path):
     results, out = tmp_path / "results", tmp_path / "docs"
     results.mkdir()
     write(results, "cache_hit.json", {**MEASURED, **CACHE_HIT})
-    write(results, "raw_model_distilbert.json", {**MEASURED, "rows": [
-        {"runtime": runtime, "tokens": 16, "batch": batch, "seq_per_s": 14.64}
-        for runtime in ("torch", "onnx", "onnx-int8") for batch in (1, 32)]})
+    write(results, "soak.json", {**MEASURED, "requests": 14640, "5xx": 0, "wrong_answers": 0,
+                                 "max_rss_mib": {"predictor": 400, "transformer": 150, "redis": 10}})
     write(results, "unrelated.json", MEASURED)
     plots.render(results, out)
-    assert {p.name for p in out.glob("*.json")} == {"cache_hit.json", "raw_model_distilbert.json"}
+    assert {p.name for p in out.glob("*.json")} == {"cache_hit.json", "soak.json"}
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n## Performance\n\nBefore.\n\n{figures.BEGIN}\nold\n{figures.END}\n\nAfter.\n")
     figures.write_readme(readme, out)
     text = readme.read_text()
     assert figures.block(text) == figures.render(out)
-    assert "| 15 seq/s |" in text and text.startswith("# x\n") and text.endswith("\n\nAfter.\n")
+    assert "| 14,640 |" in text and text.startswith("# x\n") and text.endswith("\n\nAfter.\n")
     assert quoted_again(text, out) == []
     readme.write_text(text.replace("After.", "Cache hits: 3,000 req/s."))
     assert quoted_again(readme.read_text(), out) == ["3,000 req/s"]
