@@ -1,16 +1,8 @@
-"""SST-2 dev accuracy of each runtime with the shared MiniLM, what `--runtime auto`'s gate sees, and the
-accuracy served.
-
-- `rows`: every runtime this CPU runs on the dev sentences: accuracy, and agreement with fp32 torch.
-- `gate`: the export `python -m predictor.export --out` makes (the default calibration set: 1,000 SST-2
-  train sentences), the decision it recorded for this CPU class (`decision`) with its candidates'
-  figures on the calibration set, and the same measurement (`predictor.calibration.measure`, same
-  passes and threads) on the dev sentences, which the calibration set never holds.
-- `served`: a predictor process on that export, `--runtime onnx` and `--runtime auto`, every dev
-  sentence over v1.
-
-What a start-up measurement costs and the in-place bf16 comparison were measured once:
-docs/decisions/auto-runtime.md.
+"""SST-2 dev accuracy with the shared MiniLM: of each runtime this CPU runs, with agreement with fp32 torch
+(`rows`); what `--runtime auto`'s gate measured on the default calibration set of an export and the same
+measurement on dev, which the calibration set never holds (`gate`); and through a predictor process on
+that export, `--runtime onnx` and `auto`, every sentence over v1 (`served`). One-off measurements of the
+gate's cost and of bf16: docs/decisions/auto-runtime.md.
 
     python -m bench.accuracy [--sentences 872]
 """

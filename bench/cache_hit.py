@@ -1,15 +1,8 @@
-"""Cache hits through the transformer, with k6: the near cache as shipped, then Redis alone on one node
-and on a Redis Cluster, in one run.
-
-One predictor (the shared MiniLM, flags as `make serve`'s), one redis-server, a local 3-master Redis
-Cluster (harness.RedisClusterServers, no replicas) and, one after the other, a transformer per side:
-the near cache on, as shipped, over the redis-server (`/v1/models/sentiment:predict` and
-`/bulk-predict`); the near cache off, so every hit is a Redis read, on the redis-server and with
-`--redis_cluster` on the cluster (v1). 200 SST-2 dev sentences (spread over the cluster's shards) are
-cached, then bench/k6/mixed.js runs at 100% hits, one text per request, `--vus` virtual users for
-`--duration` per row after a 3 s warm-up. Each row counts where its texts were answered from (the
-transformer's counters): the near cache, Redis or the predictor, and the Redis calls that failed open.
-Everything shares this machine's cores: the rows compare the sides, they are not capacity.
+"""Cache hits through the transformer (k6 at 100% hits, one text per request, 200 SST-2 dev sentences):
+the near cache as shipped on both JSON routes, then the near cache off, so every hit is a Redis read, on
+one redis-server and with `--redis_cluster` on a local 3-master Redis Cluster, in one run. Each row counts
+where its texts were answered from (the near cache, Redis, the predictor) and the Redis calls that failed
+open. Everything shares this machine's cores: the rows compare the sides, they are not capacity.
 
     python -m bench.cache_hit [--duration 15s] [--vus 32]
 """
@@ -58,7 +51,7 @@ def run(duration: str = "15s", vus: int = 32) -> list[dict]:
                            **k6(url, hot, [], duration, hit_ratio=1.0, vus=vus)}
                     add_row(rows, {**row, **{k: round(v - before[k]) for k, v in answered(server).items()}}, COLUMNS)
     print(table(rows, COLUMNS))
-    write_result("cache_hit", {"description": __doc__.split("\n\n")[1].replace("\n", " "), "rows": rows})
+    write_result("cache_hit", {"rows": rows})
     for row in rows:  # One text per request: each from a cache or the predictor. A Redis call over
         # --redis_socket_timeout_ms (100) fails open (cache_errors): a miss, and that node skipped for 0.25 s.
         assert row["near_cache_hits"] + row["redis_hits"] + row["predictor_calls"] == row["requests"], row

@@ -1,10 +1,8 @@
-"""Cold start as a user meets it: exec -> first correct answer, each image's root filesystem under
-bubblewrap (uid 1000, read-only root, /tmp and the model the only mounts), in one run, alternating:
-the predictor images (torch-free and torch) on MiniLM and DistilBERT (random weights: the production
-model's cost), each export as the modelcar ships it, the first v1 answer checked against the same
-export in-process; and the transformer image, whose first /bulk-predict answer comes from Redis with
-nothing listening at its predictor address (scaled to zero). Each predictor start also records its
-phases from its own log.
+"""Cold start as a user meets it: exec -> first correct answer, each image's root filesystem under bubblewrap
+(uid 1000, read-only root, /tmp and the model the only mounts), alternating in one run: the predictor images
+(torch-free, torch) on MiniLM and DistilBERT (random weights: the production model's cost), each export as the
+modelcar ships it, the first v1 answer checked against the export in-process, and each start's phases from its
+log; the transformer image, answering /bulk-predict from Redis with its predictor scaled to zero.
 
     python -m bench.cold_start [--repeats 3]      # after `make images`
 """

@@ -1,7 +1,5 @@
-"""What every benchmark needs: model directories, its command line, result files, tables, other
-revisions' code.
-
-The load driver is bench.driver (k6)."""
+"""What every benchmark needs: model directories, its command line, result files, tables, other revisions'
+code. The load driver is bench.driver (k6)."""
 
 from __future__ import annotations
 

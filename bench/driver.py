@@ -1,12 +1,7 @@
-"""The one load driver of every HTTP benchmark: k6 running a scenario under bench/k6/.
-
-    k6(url, hot, cold, duration, hit_ratio, vus=10)              # closed loop: `vus` clients
-    k6(url, hot, cold, duration, hit_ratio, rate=818)            # open loop: a fixed arrival rate
-
-`hot` texts repeat (cache hits once `warm` has sent them), `cold` texts are made unique per request
-(always a miss). `body` is the request shape: `text` (the transformer's routes), `instances` (v1
-predict), `v2` (v2 infer tensors) or `v2-batched` (shape [1, 1], which Triton takes too), so the same
-scenario drives the transformer, the predictor and Triton (bench/triton.py).
+"""The one load driver of every HTTP benchmark: k6 running a scenario under bench/k6/. `k6(...)` runs
+mixed.js, a closed loop of `vus` clients or (`rate`) a fixed arrival rate: `hot` texts repeat (hits once
+`warm` has sent them), `cold` ones are made unique per request; `body` is the request shape (`text`,
+`instances`, `v2`, `v2-batched`: the transformer's routes, v1, v2, and Triton's [1, 1]).
 """
 
 from __future__ import annotations

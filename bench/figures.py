@@ -1,10 +1,7 @@
-"""The figures the README quotes, each read from one published results file, so text cannot drift.
-
-A figure names its results file and where its value sits in it. `python -m bench.plots --readme
-README.md` rewrites the README's block between `BEGIN` and `END` from the results files in
-`docs/bench/` (`python -m bench.plots --out docs/bench` publishes them beside their plots); the
-tests check that the block is what the published files render, and that the Performance section
-quotes no published figure a second time.
+"""The figures the README quotes, each read from one published results file, so text cannot drift: a figure
+names its file and where its value sits in it. `python -m bench.plots --out docs/bench --readme README.md`
+publishes the files and rewrites the README's block between `BEGIN` and `END` from them; the tests check
+that the block is what the published files render, and that the Performance section quotes none again.
 """
 
 from __future__ import annotations

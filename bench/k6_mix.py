@@ -1,14 +1,9 @@
-"""The original system's k6 scenario, side by side with the original app, and at a fixed arrival rate.
-
-One redis-server holds this stack's keys (db 0) and the original app's (`bench.original_app`, db 1).
-All on `POST /bulk-predict`, the original contract:
-
-1. the original load test (k6, 10 VUs, 95% cache hits, one text per request) against the original app
-   (each reading of its cache in turn, each process stopped before the next), then this stack;
-2. the same mix at a fixed arrival rate (`--rate`, 818 req/s = 10x the original's reported 81.8) against
-   this stack, and where a miss spends its time meanwhile: the services' own histograms (the hop, the
-   predictor's model call) and each process' CPU seconds (CPU per request holds up on a busy machine,
-   where latencies measure the neighbours too). `--profile`: py-spy flame graphs of that phase.
+"""The original system's k6 scenario on `POST /bulk-predict` (10 VUs, 95% cache hits, one text per request)
+against the original app (`bench.original_app`, each reading of its cache in turn) and this stack, in one
+run; then the same mix at a fixed arrival rate (`--rate`: 818 req/s, 10x the original's reported 81.8)
+against this stack, with where a miss spends its time meanwhile: the services' own histograms and each
+process' CPU seconds (CPU per request holds up on a busy machine, where latencies measure the neighbours
+too). `--profile`: py-spy flame graphs of that phase.
 
     python -m bench.k6_mix [--duration 60s] [--vus 10] [--rate 818] [--skip_original] [--profile]
 """

@@ -1,22 +1,12 @@
-"""The original app, rebuilt from its description, as the benchmarks' baseline.
+"""The original app, rebuilt from its description, as the benchmarks' baseline: FastAPI, a `transformers`
+text-classification pipeline per request (`top_k=None`: every label), fastapi-cache2's Redis backend caching
+each whole response for 60 s; the contract this project keeps (`POST /bulk-predict`, `GET /health`).
 
-FastAPI; a `transformers` text-classification pipeline called once per request (`top_k=None`, so
-every label); fastapi-cache2's Redis backend caching each whole response for 60 s.
-`POST /bulk-predict {"text": [...]}` -> `{"predictions": [[{label, score}, ...], ...]}` and
-`GET /health`, exactly the contract this project keeps.
-
-Two readings of "caching whole responses", both measured (`ORIGINAL_CACHE`):
-
-- `as_written` (default): `@cache(expire=60)` on the POST endpoint, as the description and
-  fastapi-cache2's documentation have it. fastapi-cache2 0.2 caches GET requests only, so this
-  caches nothing and every request runs the pipeline, which matches the ~82 req/s the original
-  team reported for a 95%-hit test far better than a working cache would.
-- `working`: the decorated function takes the request's texts instead of the request, so
-  fastapi-cache2 caches POSTs too (key: a hash of the texts, the same whole-payload key). This
-  is the description as intended: a stronger baseline.
-
-In both, the pipeline runs in FastAPI's thread pool (fastapi-cache2 runs a decorated synchronous
-function there), so it never blocks cache hits on the event loop: not a strawman.
+Two readings of "caching whole responses" (`ORIGINAL_CACHE`): `as_written`, `@cache(expire=60)` on the POST
+endpoint as the description and fastapi-cache2's documentation have it, which caches nothing (fastapi-cache2
+0.2 caches GETs only) and matches the ~82 req/s the original team reported for a 95%-hit test; and
+`working`, the decorated function keyed on the texts, the description as intended: a stronger baseline. In
+both, the pipeline runs in FastAPI's thread pool, so it never blocks cache hits on the event loop.
 
     ORIGINAL_MODEL_DIR=... ORIGINAL_REDIS_URL=redis://127.0.0.1:6379/1 ORIGINAL_CACHE=as_written \\
         python -m uvicorn bench.original_app:create_app --factory --port 8090

@@ -21,7 +21,6 @@ import matplotlib.pyplot as plt
 
 from bench import figures
 from bench.common import RESULTS, command_line
-from harness.processes import REPO
 
 
 def served(data: dict, title: str) -> plt.Figure:
@@ -133,11 +132,11 @@ def render(results: Path = RESULTS, out: Path | None = None) -> list[Path]:
             if (results / name).is_file():
                 shutil.copy(results / name, out / name)
     report = out / "REPORT.md"
-    report.write_text("# Benchmark report\n\nRendered by `python -m bench.plots` from the JSON results in "
-                      f"`{_shown(results)}`; `make bench` re-runs the benchmarks and this.\n\n"
+    report.write_text("# Benchmark report\n\nRendered by `python -m bench.plots` from the JSON results beside it; "
+                      "`make bench` re-runs the benchmarks and this.\n\n"
                       + ("\n\n".join(sections) if sections else "No result files found.") + "\n")
     for path in [*written, report]:
-        print(f"-> {_shown(path)}")
+        print(f"-> {path}")
     return written
 
 
@@ -151,12 +150,6 @@ def draw(plot: Callable[[dict, str], plt.Figure], data: dict, title: str, path: 
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
-
-
-def _shown(path: Path) -> str:
-    """A path as the repository names it; another checkout's by its folder, not this machine's layout."""
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else "/".join(path.parts[-2:])
 
 
 def main(results: str = str(RESULTS), out: str | None = None, readme: str | None = None) -> None:

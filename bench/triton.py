@@ -1,10 +1,9 @@
 """This predictor (`--runtime onnx`, fp32, and `--runtime auto`) beside NVIDIA Triton serving the same export
-(bench/triton_peer.py), under one k6 load on one CPU, with bench.served's engine.
+(bench/triton_peer.py, in its own venv so that none of its pins touch the project's), under one k6 load on
+one CPU, with bench.served's engine.
 
     python -m bench.triton --install     # the peer's own venv, .venv-triton (the first run makes it too)
     python -m bench.triton [--seconds 20] [--rounds 3] [--models distilbert,minilm] [--clients 32,1]
-
-The peer has its own venv so that none of its pins touch the project's.
 """
 
 from __future__ import annotations
@@ -81,17 +80,14 @@ def same_answers(model: str, answers: dict[str, np.ndarray]) -> dict[str, float]
     return diffs
 
 
-def install_peer(venv: Path = PEER_VENV) -> dict:
+def install_peer(venv: Path = PEER_VENV) -> None:
     """The peer's venv from this interpreter's base python, with the pinned requirements; its time and size."""
     began = time.monotonic()
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--clear", str(venv)], check=True)
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                     "-r", str(REQUIREMENTS)], check=True)
     size = sum(f.lstat().st_size for f in venv.rglob("*") if f.is_file() or f.is_symlink())
-    result = {"venv": str(venv), "seconds": round(time.monotonic() - began, 1), "bytes": size}  # pip's cache as found
-    print(f"{venv}: {size / 1e6:,.0f} MB in {result['seconds']:.0f} s")
-    write_result("triton_install", result)
-    return result
+    print(f"{venv}: {size / 1e6:,.0f} MB in {time.monotonic() - began:.0f} s (pip's cache as found)")
 
 
 def run_model(model: str, load: dict, clients: tuple[int, ...], rounds: int, seconds: int) -> tuple[list, dict, dict]:
