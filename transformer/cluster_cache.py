@@ -247,7 +247,7 @@ class ClusterPredictionCache(RedisReads):
             for args in commands:
                 pipe.execute_command(*args)
             try:
-                replies = await pipe.execute(raise_on_error=False, allow_redirections=False)
+                replies = await self._execute(pipe)
             except RedisConnectionError as exc:
                 if attempt == 2 or isinstance(exc, MaxConnectionsError):
                     raise
@@ -263,6 +263,16 @@ class ClusterPredictionCache(RedisReads):
                 raise error
             return replies
         raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _execute(pipe) -> list:
+        try:
+            return await pipe.execute(raise_on_error=False, allow_redirections=False)
+        except RuntimeError as exc:
+            # uvloop (the servers' event loop) raises this, not a ConnectionError, when it writes to a pooled
+            # connection whose transport was closed under it (its node killed: "the handler is closed"), and
+            # redis-py passes it through. It is a lost connection like any other: resent, then a fault.
+            raise RedisConnectionError(f"connection lost: {exc}") from exc
 
     @staticmethod
     async def _drop_idle_connections(node: ClusterNode) -> None:

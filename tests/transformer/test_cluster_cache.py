@@ -340,3 +340,34 @@ def test_acl_user_with_its_password_from_a_file(predictor, sentences, tmp_path):
     finally:
         transformer.stop()
         cluster.stop()
+
+
+def test_a_pooled_connection_whose_transport_was_closed_is_resent_not_an_error(cluster):
+    """A node killed under load closes its connections' transports; on uvloop, the next write on one raises
+    RuntimeError, which redis-py passes through. The cache resends on a new connection (seen once as a 500)."""
+    import asyncio
+
+    import uvloop
+
+    from transformer.cluster_cache import ClusterPredictionCache
+
+    ns = namespace()
+    items = {f"{ns}:{i}": f"value {i}".encode() for i in range(30)}  # spread over every master's slots
+
+    async def scenario() -> list:
+        cache = ClusterPredictionCache(cluster.url(), ttl_s=60)
+        try:
+            await cache.set_many(items)
+            closed = 0
+            for node in cache.client.get_nodes():
+                for connection in node._free:
+                    if connection._writer is not None:
+                        connection._writer.transport.abort()  # what a killed node leaves in the pool
+                        closed += 1
+            assert closed, "no pooled connection to close"
+            return await cache.get_many(list(items))
+        finally:
+            await cache.close()
+
+    hits = uvloop.run(scenario()) if hasattr(uvloop, "run") else asyncio.run(scenario())
+    assert [hit.value if hit else None for hit in hits] == list(items.values())
